@@ -1,0 +1,218 @@
+"""The `edgernn` command line. One function per subcommand; heavy imports inside the command.
+
+Exit status: 0 success; 1 verification or parity failure; 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import click
+
+from edgernn.errors import EdgeRNNError, ParityError
+
+
+class BadInput(click.ClickException):
+    exit_code = 2
+
+
+class ParityFailed(click.ClickException):
+    exit_code = 1
+
+
+class Group(click.Group):
+    """Turns library errors into one line on stderr and the contract's exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ParityError as e:
+            raise ParityFailed(str(e)) from None
+        except EdgeRNNError as e:
+            raise BadInput(str(e)) from None
+        except BrokenPipeError:  # `edgernn stream … | head` closed the pipe: not an error
+            sys.stderr.close()
+            sys.exit(0)
+
+
+def _warn_to_stderr(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="edgernn")
+def main():
+    """Recurrent networks from training to the edge: train, export one stateful ONNX file, stream it."""
+    warnings.showwarning = _warn_to_stderr
+
+
+def _progress_printer(label: str):
+    tty = sys.stderr.isatty()
+
+    def show(d: dict):
+        width = 24
+        done = int(width * d["step"] / d["total"])
+        bar = "#" * done + "." * (width - done)
+        msg = (f"{label} [{bar}] step {d['step']}/{d['total']}  loss {d['train_loss']:.4g}  "
+               f"val {d['metric']} {d['val']:.4g} (baseline {d['baseline']:.4g})  {d['seconds']:.0f}s")
+        click.echo(("\r" + msg) if tty else msg, err=True, nl=not tty)
+    return show
+
+
+TASK_DEFAULTS = {
+    "adding": {"hidden": 64, "steps": 2000, "batch_size": 64, "lr": 3e-3},
+    "forecast": {"hidden": 32, "steps": 1500, "batch_size": 32, "lr": 3e-3},
+}
+
+
+@main.command()
+@click.option("--task", type=click.Choice(sorted(TASK_DEFAULTS)), required=True, help="What to learn.")
+@click.option("--seq-len", type=int, default=50, show_default=True, help="adding: sequence length T.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="forecast: the series file (default: bundled yearly sunspots).")
+@click.option("--column", help="forecast: the CSV column to forecast (default: the only one, or SUNACTIVITY for the bundled file).")
+@click.option("--horizon", type=int, default=1, show_default=True, help="forecast: steps ahead to predict.")
+@click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"]), default="lstm", show_default=True, help="Recurrent cell.")
+@click.option("--bidirectional", is_flag=True, help="Read the sequence both ways (offline models).")
+@click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--hidden", type=int, help="Hidden units per direction (task default: adding 64, forecast 32).")
+@click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout between layers.")
+@click.option("--steps", type=int, help="Optimiser updates in all (task default).")
+@click.option("--epochs", type=int, help="Alternative to --steps: epochs of --eval-every updates.")
+@click.option("--eval-every", type=int, default=100, show_default=True, help="Updates between validations.")
+@click.option("--batch-size", type=int, help="Sequences per update.")
+@click.option("--lr", type=float, help="Adam learning rate.")
+@click.option("--clip", type=float, default=1.0, show_default=True, help="Clip gradients to this global norm (0: off).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Makes the run repeatable.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write (default: TASK.pt).")
+@click.option("--metrics-json", type=click.Path(dir_okay=False), help="Also write the final metrics as JSON here.")
+def train(task, seq_len, csv_path, column, horizon, cell, bidirectional, layers, hidden, dropout, steps, epochs,
+          eval_every, batch_size, lr, clip, seed, output, metrics_json):
+    """Train a model and write a checkpoint (spec, weights, normalisation, metrics)."""
+    from edgernn import fileio, tasks
+    from edgernn import train as train_mod
+    from edgernn.errors import InputError
+    from edgernn.spec import ModelSpec
+
+    d = TASK_DEFAULTS[task]
+    if task == "adding":
+        t = tasks.AddingTask(seq_len, seed=seed)
+    else:
+        if bidirectional:
+            raise InputError("--bidirectional with --task forecast would read the very values it predicts; "
+                             "expected a unidirectional model for forecasting")
+        if csv_path is None:
+            csv_path, column = tasks.bundled("sunspots.csv"), column or "SUNACTIVITY"
+        t = tasks.ForecastTask(csv_path, column, horizon=horizon)
+    for name, value in (("steps", steps), ("epochs", epochs), ("eval-every", eval_every), ("batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise InputError(f"--{name} {value}; expected a positive integer")
+    total = epochs * eval_every if epochs else (steps or d["steps"])
+    spec = ModelSpec(cell=cell, hidden=hidden or d["hidden"], layers=layers, bidirectional=bidirectional,
+                     dropout=dropout, **t.spec_args)
+    cfg = train_mod.TrainConfig(steps=total, eval_every=min(eval_every, total), batch_size=batch_size or d["batch_size"],
+                                lr=lr or d["lr"], clip=clip, seed=seed)
+    output = output or f"{task}.pt"
+    model, result = train_mod.train(t, spec, cfg, progress=_progress_printer(task))
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    train_mod.save(output, model, t, result)
+    m = result["metrics"]
+    if metrics_json:
+        fileio.write_text(metrics_json, json.dumps(m, indent=2) + "\n")
+    click.echo(f"{task}: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g} "
+               f"({m['seconds']:.0f}s, {m['steps']} steps) -> {output}")
+
+
+@main.command()
+@click.argument("model_pt", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write (default: beside MODEL_PT).")
+@click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
+@click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True, help="Weight precision.")
+@click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), help="For a plain RNN state_dict: its activation.")
+@click.option("--unsafe-load", is_flag=True, help="Unpickle arbitrary objects in MODEL_PT. Only for files you trust.")
+def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load):
+    """Write ONE stateful ONNX file (x, h0[, c0] -> y, hn[, cn]) and verify it against PyTorch."""
+    from pathlib import Path
+
+    from edgernn import checkpoint, fileio
+    from edgernn import export as export_mod
+
+    if unsafe_load:
+        click.echo("warning: --unsafe-load unpickles arbitrary objects: a malicious file can run code", err=True)
+    loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity)
+    output = Path(output or Path(model_pt).with_suffix(".onnx"))
+    meta = export_mod.metadata_for(loaded, opset=opset)
+    proto = export_mod.build(loaded.model, meta, opset=opset)
+    if not no_verify:
+        report = _verify(loaded.model, proto.SerializeToString())
+        meta["export"]["parity"] = {k: report[k] for k in ("max_abs_err", "lengths", "batches", "steps",
+                                                           "step_max_abs_err", "tolerance") if k in report}
+        export_mod.set_meta(proto, meta)
+    else:
+        meta["export"]["parity"] = None
+        export_mod.set_meta(proto, meta)
+    fileio.write_bytes(output, proto.SerializeToString())
+    parity = meta["export"]["parity"]
+    note = f"parity max error {parity['max_abs_err']:.2e}" if parity else "not verified"
+    click.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB, {note})")
+
+
+def _verify(model, onnx_model) -> dict:
+    """Run parity with a progress line; raise ParityError with the report when it fails."""
+    from edgernn import parity
+
+    def show(done, total):
+        click.echo(f"\rverifying parity {done}/{total}", err=True, nl=done == total)
+
+    try:
+        report = parity.verify(model, onnx_model, progress=show if sys.stderr.isatty() else None)
+    except Exception as e:  # onnxruntime refusing the inputs means the file is not this model
+        raise ParityError(f"the ONNX model does not accept this model's inputs ({str(e).splitlines()[0][:200]}); "
+                          "expected the file exported from this checkpoint") from e
+    if not report["ok"]:
+        worst = max(report["cases"], key=lambda c: c["err"])
+        raise ParityError(f"parity FAILED: max error {report['max_abs_err']:.3g} > tolerance {report['tolerance']:g} "
+                          f"(worst case length {worst['length']}, batch {worst['batch']}; "
+                          f"stepped {report.get('step_max_abs_err', 'n/a')}); no file written", report)
+    return report
+
+
+@main.command()
+@click.argument("model_pt", type=click.Path(dir_okay=False))
+@click.argument("model_onnx", type=click.Path(dir_okay=False))
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), help="For a plain RNN state_dict: its activation.")
+def verify(model_pt, model_onnx, nonlinearity):
+    """Re-run the parity check between a checkpoint and its ONNX file (exit 1 on mismatch)."""
+    from pathlib import Path
+
+    from edgernn import checkpoint
+    from edgernn.errors import InputError
+
+    loaded = checkpoint.load(model_pt, nonlinearity=nonlinearity)
+    if not Path(model_onnx).is_file():
+        raise InputError(f"{model_onnx}: no such file; expected the .onnx exported from {model_pt}")
+    report = _verify(loaded.model, str(model_onnx))
+    click.echo(f"parity ok: max error {report['max_abs_err']:.2e} over lengths {report['lengths']} x batches "
+               f"{report['batches']}" + (f", {report['steps']} carried steps" if "steps" in report else ""))
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(path, as_json):
+    """Show a model's metadata, inputs, outputs and state pairs (.onnx), or a checkpoint's spec (.pt)."""
+    from edgernn import inspect as inspect_mod
+
+    d = inspect_mod.describe(path)
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+    else:
+        click.echo(inspect_mod.render(d))
+
+
+from edgernn.cli_stream import stream  # noqa: E402  (the torch-free streaming command)
+
+main.add_command(stream)

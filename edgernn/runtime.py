@@ -1,0 +1,194 @@
+"""The torch-free runtime: load a stateful ONNX model once, stream through it many times.
+
+    rt = Runtime("model.onnx")          # the engine: one session, shared
+    s = rt.stream()                     # a stream: nothing but its own state
+    y = s.step(frame)                   # (F,) -> (outputs,)
+    Y = s.feed(frames)                  # (T, F) -> (T, outputs), one session call
+
+Only stdlib, numpy and onnxruntime are imported here.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgernn import providers as providers_mod
+from edgernn import signature
+from edgernn.errors import InputError, ModelFileError
+
+NAN_POLICIES = ("raise", "skip", "reset")
+
+
+def _load_session(path, provider: str, threads: int, strict: bool, provider_options: dict | None):
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file; expected an .onnx file written by `edgernn export`")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    chain = providers_mod.resolve(provider, strict=strict, options=provider_options)
+    try:
+        return ort.InferenceSession(str(path), opts, providers=chain)
+    except Exception as e:  # onnxruntime raises its own untyped errors for unreadable graphs
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"{path}: onnxruntime cannot load it ({first}); expected a valid ONNX model") from e
+
+
+class Runtime:
+    """One loaded model. Thread-safe to share; each stream carries only its own state."""
+
+    def __init__(self, path, *, provider: str = "cpu", threads: int = 1, states: dict | None = None,
+                 constants: dict | None = None, strict: bool = False, provider_options: dict | None = None):
+        if int(threads) < 1:
+            raise InputError(f"threads={threads}; expected a positive integer")
+        self.path = Path(path)
+        self.session = _load_session(path, provider, int(threads), strict, provider_options)
+        self.signature, self.meta = signature.from_session(self.session, source=str(path), states=states,
+                                                           constants=constants)
+        self.providers = self.session.get_providers()
+        sig = self.signature
+        self._outputs = sig.outputs
+        self._x_shape = ((1, 1) if sig.has_time else (1,)) + sig.frame_shape
+        width = self.session.get_outputs()[[o.name for o in self.session.get_outputs()].index(sig.y)].shape[-1]
+        self.out_size = width if isinstance(width, int) else (self.meta["output"].get("size") if self.meta else None)
+
+    @property
+    def bidirectional(self) -> bool:
+        return bool(self.meta and self.meta["model"].get("bidirectional"))
+
+    @property
+    def labels(self) -> list | None:
+        return self.meta["output"].get("labels") if self.meta else None
+
+    def zero_state(self, batch: int = 1) -> dict:
+        return {s.input: s.zeros(batch) for s in self.signature.states}
+
+    def run(self, x: np.ndarray, state: dict | None = None) -> tuple[np.ndarray, dict]:
+        """One session call on a whole batch: x (N, T, F) or (N, F) -> (y, new state). No checks."""
+        feed = dict(self.signature.constants)
+        feed.update(state if state is not None else self.zero_state(x.shape[0]))
+        feed[self.signature.x] = x
+        out = self.session.run(self._outputs, feed)
+        return out[0], {s.input: v for s, v in zip(self.signature.states, out[1:])}
+
+    def offline(self, frames) -> np.ndarray:
+        """The whole sequence from a zero state: (T, F) -> (T, outputs). Bidirectional models too."""
+        x = check_frames(self, frames)
+        if not self.signature.has_time:
+            return self.stream().feed(x)
+        y, _ = self.run(x[None])
+        return y[0]
+
+    def stream(self, *, nan_policy: str = "raise") -> "Stream":
+        return Stream(self, nan_policy=nan_policy)
+
+
+def check_frames(rt: Runtime, frames) -> np.ndarray:
+    """Validate (T, *frame) frames against the model: shape, dtype, finiteness."""
+    sig = rt.signature
+    try:
+        x = np.asarray(frames, dtype=sig.dtype)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"frames could not be read as {np.dtype(sig.dtype).name} ({e}); expected numbers") from e
+    if x.ndim == len(sig.frame_shape) and x.ndim >= 1 and x.shape[-1:] == (1,) == sig.frame_shape:
+        x = x[:, None]  # a column of scalars for a one-feature model
+    if x.ndim != 1 + len(sig.frame_shape) or x.shape[1:] != sig.frame_shape:
+        raise InputError(f"frames of shape {x.shape}; expected (T, {', '.join(map(str, sig.frame_shape)) or ''})"
+                         .replace(", )", ")"))
+    return x
+
+
+class Stream:
+    """One stream's state over a shared Runtime. Cheap: create one per user, device, or sensor."""
+
+    def __init__(self, runtime: Runtime, *, nan_policy: str = "raise"):
+        if nan_policy not in NAN_POLICIES:
+            raise InputError(f"nan_policy={nan_policy!r}; expected one of {', '.join(NAN_POLICIES)}")
+        self.runtime = runtime
+        self.nan_policy = nan_policy
+        self.steps = 0  # frames consumed so far
+        self._state = runtime.zero_state(1)
+        self._float = np.issubdtype(runtime.signature.dtype, np.floating)
+        self._lock = threading.Lock()
+
+    def _refuse_bidirectional(self):
+        if self.runtime.bidirectional:
+            raise InputError("this model is bidirectional: it reads the future, so it cannot be stepped; "
+                             "run it offline (Runtime.offline / `edgernn stream` without --chunk)")
+
+    def step(self, frame) -> np.ndarray:
+        """One frame (F,) -> y (outputs,). The state advances only if the frame is accepted."""
+        self._refuse_bidirectional()
+        rt = self.runtime
+        sig = rt.signature
+        try:
+            x = np.asarray(frame, dtype=sig.dtype)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"frame could not be read as {np.dtype(sig.dtype).name} ({e}); expected numbers") from e
+        if x.shape != sig.frame_shape:
+            if x.size == 1 and sig.frame_shape == (1,):
+                x = x.reshape(1)
+            else:
+                raise InputError(f"frame of shape {x.shape}; expected {sig.frame_shape} (one value per feature)")
+        if self._float and not np.isfinite(x).all():
+            if self._bad_frame("frame holds NaN or Inf"):
+                return np.full(rt.out_size or 1, np.nan, np.float32)
+        y, state = rt.run(x.reshape(rt._x_shape), self._state)
+        self._commit(state, 1)
+        return y.reshape(-1) if not sig.has_time else y[0, -1]
+
+    def feed(self, frames) -> np.ndarray:
+        """Frames (T, F) -> Y (T, outputs) in one session call, state carried across calls."""
+        self._refuse_bidirectional()
+        rt = self.runtime
+        x = check_frames(rt, frames)
+        if self._float and not np.isfinite(x).all():
+            bad = int(np.argmax(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+            raise InputError(f"frame {self.steps + bad} holds NaN or Inf; expected finite numbers (state unchanged)")
+        if not rt.signature.has_time:
+            return np.stack([self.step(f) for f in x]) if len(x) else np.zeros((0, 0), np.float32)
+        y, state = rt.run(x[None], self._state)
+        self._commit(state, len(x))
+        return y[0]
+
+    def _bad_frame(self, what: str) -> bool:
+        """Apply nan_policy; True means the caller skips the frame."""
+        if self.nan_policy == "raise":
+            raise InputError(f"frame {self.steps} {what}; expected finite numbers (state unchanged)")
+        if self.nan_policy == "reset":
+            self.reset()
+        return True
+
+    def _commit(self, state: dict, n: int) -> None:
+        for name, v in state.items():
+            if not np.isfinite(v).all():
+                raise ModelFileError(f"state {name!r} became non-finite at frame {self.steps + n - 1}; "
+                                     "the model diverged on this input (state kept as before)")
+        self._state = state
+        self.steps += n
+
+    def reset(self) -> None:
+        self._state = self.runtime.zero_state(1)
+        self.steps = 0
+
+    def get_state(self) -> dict:
+        return {k: v.copy() for k, v in self._state.items()}
+
+    def set_state(self, state: dict) -> None:
+        want = self.runtime.zero_state(1)
+        if set(state) != set(want):
+            raise InputError(f"state has {sorted(state)}; expected exactly {sorted(want)}")
+        new = {}
+        for k, ref in want.items():
+            v = np.asarray(state[k], dtype=ref.dtype)
+            if v.shape != ref.shape:
+                raise InputError(f"state {k!r} of shape {v.shape}; expected {ref.shape}")
+            new[k] = v.copy()
+        self._state = new

@@ -1,0 +1,148 @@
+"""tools/make_kws_data.py: layout, WAV format, speaker split, determinism, errors, resampler."""
+
+import importlib.util
+import re
+import shutil
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_kws_data.py"
+TINY = ["--per-class", "3", "--words", "yes,no"]  # 4 classes x 3 clips: about a second
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("make_kws_data", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+kws = load_tool()
+
+
+def need_espeak():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+
+
+def read_wav(path: Path) -> tuple[tuple, np.ndarray]:
+    with wave.open(str(path), "rb") as f:
+        params = (f.getframerate(), f.getnchannels(), f.getsampwidth(), f.getnframes())
+        return params, np.frombuffer(f.readframes(f.getnframes()), "<i2") / 32768.0
+
+
+def speaker_of(relpath: str) -> str:
+    return Path(relpath).name.split("_nohash_")[0]
+
+
+def wav_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.wav"))}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    need_espeak()
+    out = tmp_path_factory.mktemp("kws") / "data"
+    assert kws.main([str(out), *TINY, "--seed", "7"]) == 0
+    return out
+
+
+def test_layout(tiny):
+    classes = (tiny / "classes.txt").read_text().split()
+    assert classes == ["_silence_", "_unknown_", "yes", "no"]
+    assert sorted(p.name for p in tiny.iterdir() if p.is_dir()) == sorted(classes)
+    for label in classes:
+        names = [p.name for p in (tiny / label).iterdir()]
+        assert len(names) == 3
+        assert all(re.fullmatch(r"[A-Za-z0-9-]+(_[A-Za-z0-9]+)?_nohash_\d+\.wav", n) for n in names)
+    readme = (tiny / "README.txt").read_text()
+    assert "espeak-ng: eSpeak NG" in readme and "--per-class 3" in readme
+    assert not list(tiny.parent.glob(".data.partial-*")), "temp folder left behind"
+
+
+def test_wav_format(tiny):
+    for path in tiny.rglob("*.wav"):
+        params, _ = read_wav(path)
+        assert params == (16000, 1, 2, 16000), f"{path}: (rate, channels, bytes, frames)"
+
+
+def test_validation_speakers_are_held_out(tiny):
+    held_out = (tiny / "validation_list.txt").read_text().split()
+    all_files = set(wav_files(tiny))
+    assert held_out and set(held_out) <= all_files
+    val_speakers = {speaker_of(p) for p in held_out}
+    train_speakers = {speaker_of(p) for p in all_files - set(held_out)}
+    assert train_speakers and not val_speakers & train_speakers
+    assert {p.split("/")[0] for p in held_out} == {"_silence_", "_unknown_", "yes", "no"}
+
+
+def test_keyword_clips_are_not_silent(tiny):
+    for label in ["yes", "no", "_unknown_"]:
+        for path in (tiny / label).glob("*.wav"):
+            _, x = read_wav(path)
+            frames = np.sqrt(np.mean(x.reshape(100, 160) ** 2, axis=1))  # 10 ms RMS
+            assert np.abs(x).max() > 0.05, f"{path} peaks at {np.abs(x).max():.4f}"
+            quiet = np.percentile(frames, 10)  # a word lasts at most 0.9 s
+            assert frames.max() > 3 * quiet, f"{path}: no word stands out of the noise"
+
+
+def test_same_seed_same_files(tiny, tmp_path):
+    again, other = tmp_path / "again", tmp_path / "other"
+    assert kws.main([str(again), *TINY, "--seed", "7", "--jobs", "1"]) == 0
+    assert kws.main([str(other), *TINY, "--seed", "8"]) == 0
+    assert wav_files(again) == wav_files(tiny)
+    assert (again / "validation_list.txt").read_text() == (tiny / "validation_list.txt").read_text()
+    assert wav_files(other) != wav_files(tiny)
+
+
+def test_named_validation_voice(tmp_path):
+    need_espeak()
+    out = tmp_path / "named"
+    assert kws.main([str(out), *TINY, "--val-voices", "en-029", "en-us+m3"]) == 0
+    held_out = set((out / "validation_list.txt").read_text().split())
+    named = {p for p in wav_files(out) if re.match(r"en-029(_|$)|en-us_m3$", speaker_of(p))}
+    assert held_out == named and len(held_out) == 4  # one per class
+
+
+def test_non_empty_out_dir_is_refused(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert kws.main([str(tmp_path), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exists and is not empty" in err and "--force" in err and "\n" not in err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_missing_espeak_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no espeak-ng on it
+    assert kws.main([str(tmp_path / "out"), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "make_kws_data: error: " + kws.ESPEAK_MISSING
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
+    need_espeak()
+
+    def broken(exe, clip):
+        raise kws.ToolError("synthetic failure")
+
+    monkeypatch.setattr(kws, "render", broken)
+    assert kws.main([str(tmp_path / "out"), *TINY]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("freq, gain_db", [(1000, 0.0), (5000, 0.0), (9000, -90.0), (10500, -90.0)])
+def test_resample_passes_speech_band_and_blocks_aliases(freq, gain_db):
+    t = np.arange(22050) / 22050
+    y = kws.resample(np.sin(2 * np.pi * freq * t), 22050, 16000)[1000:-1000]  # skip edges
+    level = 20 * np.log10(np.sqrt(2 * np.mean(y**2)) + 1e-12)
+    if gain_db == 0.0:
+        ideal = np.sin(2 * np.pi * freq * (np.arange(len(y)) + 1000) / 16000)
+        assert np.abs(y - ideal).max() < 1e-3
+    else:
+        assert level < gain_db, f"{freq} Hz aliases at {level:.1f} dB"
