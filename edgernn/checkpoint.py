@@ -52,14 +52,21 @@ def read(path, *, unsafe: bool = False):
         raise InputError(f"{path}: no such file; expected a checkpoint (.pt) made by `edgernn train` or a state_dict")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: the file is empty; expected a PyTorch checkpoint or state_dict")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04" and not magic.startswith(b"\x80"):
+        raise ModelFileError(f"{path}: not a PyTorch file (starts with {magic!r}); "
+                             "expected a checkpoint (.pt) or a state_dict saved with torch.save")
     try:
         return torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path}: refused to unpickle objects other than tensors ({first[:160]}); "
-                             "expected a checkpoint or state_dict. Only if you trust this file, pass --unsafe-load") from e
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it would import {found.group(1)}" if found else "it holds objects other than tensors"
+        raise ModelFileError(f"{path}: refused to unpickle: {what}; expected a checkpoint or state_dict of tensors. "
+                             "Only if you trust this file, pass --unsafe-load") from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as e:
-        raise ModelFileError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise ModelFileError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {first}); "
                              "expected a checkpoint (.pt) or a state_dict saved with torch.save") from e
 
 

@@ -29,7 +29,8 @@ def _describe_onnx(path: Path) -> dict:
         "inputs": io(rt.session.get_inputs()), "outputs": io(rt.session.get_outputs()),
         "frame": {"input": sig.x, "dtype": sig.dtype.__name__, "shape": list(sig.frame_shape), "time_axis": sig.has_time},
         "y": sig.y,
-        "states": [{"input": s.input, "output": s.output, "shape": list(s.shape), "batch_axis": s.batch_axis}
+        "states": [{"input": s.input, "output": s.output, "batch_axis": s.batch_axis,
+                    "shape": ["batch" if i == s.batch_axis else d for i, d in enumerate(s.shape)]}
                    for s in sig.states],
         "pairing": sig.pairing,
         "constants": {k: v.tolist() for k, v in sig.constants.items()},

@@ -16,13 +16,15 @@ word is trimmed, resampled 22050 -> 16000 Hz with a windowed-sinc filter, placed
 offset with a random gain, and mixed with white/pink/brown noise (sometimes mains hum).
 The same seed gives byte-identical WAV files, whatever --jobs is.
 
-Default size (300 clips x 12 classes = 3600 clips) took 30 s wall on 2 cores.
+Default size (300 clips x 12 classes = 3600 clips, 113 MB): 52-56 s wall on 2 cores (Debian 12,
+espeak-ng 1.51), about 15 ms of espeak-ng and numpy per clip.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import shlex
 import shutil
@@ -379,6 +381,12 @@ def write_index(root: Path, classes: list[str], clips: list[Clip], readme: str) 
     (root / "README.txt").write_text(readme)
 
 
+def umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
 def check_out_dir(out: Path, *, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ToolError(f"OUT_DIR {out} is a file; name a folder")
@@ -399,6 +407,7 @@ def build(args: argparse.Namespace, *, command: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the data set need not be
         make_clips(exe, clips, tmp, jobs=args.jobs)
         write_index(tmp, classes, clips, readme)
         if out.exists():
