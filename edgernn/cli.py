@@ -64,65 +64,176 @@ def _progress_printer(label: str):
 TASK_DEFAULTS = {
     "adding": {"hidden": 64, "steps": 2000, "batch_size": 64, "lr": 3e-3},
     "forecast": {"hidden": 32, "steps": 1500, "batch_size": 32, "lr": 3e-3},
+    "charlm": {"hidden": 128, "steps": 1000, "batch_size": 32, "lr": 3e-3, "embed": 32},
+    "classify": {"hidden": 64, "steps": 3000, "batch_size": 64, "lr": 3e-3},
+    "seq2seq": {},
 }
 
 
+def _make_task(task, o):
+    """The task object for `edgernn train --task TASK`, from the command's options."""
+    from edgernn import tasks
+    from edgernn.errors import InputError
+
+    if task == "adding":
+        return tasks.AddingTask(o["seq_len"], seed=o["seed"])
+    if task == "forecast":
+        if o["bidirectional"]:
+            raise InputError("--bidirectional with --task forecast would read the very values it predicts; "
+                             "expected a unidirectional model for forecasting")
+        csv_path, column = o["csv_path"], o["column"]
+        if csv_path is None:
+            csv_path, column = tasks.bundled("sunspots.csv"), column or "SUNACTIVITY"
+        return tasks.ForecastTask(csv_path, column, horizon=o["horizon"])
+    if task == "charlm":
+        if o["bidirectional"]:
+            raise InputError("--bidirectional with --task charlm would read the next character it predicts; "
+                             "expected a unidirectional model")
+        return tasks.CharLMTask(o["text"] or tasks.bundled("genesis.txt"), tbptt=o["tbptt"])
+    if task == "classify":
+        from edgernn.classify import ClassifyTask
+
+        if not o["data"]:
+            raise InputError("--task classify needs --data DIR: a folder with one subfolder of WAV files per class")
+        return ClassifyTask(o["data"], seed=o["seed"])
+    raise AssertionError(task)
+
+
 @main.command()
-@click.option("--task", type=click.Choice(sorted(TASK_DEFAULTS)), required=True, help="What to learn.")
+@click.option("--task", type=click.Choice(list(TASK_DEFAULTS)), required=True, help="What to learn.")
 @click.option("--seq-len", type=int, default=50, show_default=True, help="adding: sequence length T.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="forecast: the series file (default: bundled yearly sunspots).")
 @click.option("--column", help="forecast: the CSV column to forecast (default: the only one, or SUNACTIVITY for the bundled file).")
 @click.option("--horizon", type=int, default=1, show_default=True, help="forecast: steps ahead to predict.")
-@click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"]), default="lstm", show_default=True, help="Recurrent cell.")
+@click.option("--text", type=click.Path(dir_okay=False), help="charlm: a UTF-8 text file (default: bundled Genesis, KJV).")
+@click.option("--tbptt", type=int, default=100, show_default=True, help="charlm: truncated-BPTT segment length; the state is carried across segments.")
+@click.option("--data", type=click.Path(file_okay=False), help="classify: a folder with one subfolder of WAV files per class.")
+@click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"]), help="Recurrent cell (default lstm; seq2seq gru).")
 @click.option("--bidirectional", is_flag=True, help="Read the sequence both ways (offline models).")
 @click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
-@click.option("--hidden", type=int, help="Hidden units per direction (task default: adding 64, forecast 32).")
+@click.option("--hidden", type=int, help="Hidden units per direction (task default).")
 @click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout between layers.")
 @click.option("--steps", type=int, help="Optimiser updates in all (task default).")
 @click.option("--epochs", type=int, help="Alternative to --steps: epochs of --eval-every updates.")
 @click.option("--eval-every", type=int, default=100, show_default=True, help="Updates between validations.")
-@click.option("--batch-size", type=int, help="Sequences per update.")
+@click.option("--batch-size", type=int, help="Sequences per update (over all processes when data-parallel).")
 @click.option("--lr", type=float, help="Adam learning rate.")
 @click.option("--clip", type=float, default=1.0, show_default=True, help="Clip gradients to this global norm (0: off).")
+@click.option("--patience", type=int, default=0, show_default=True, help="Early stopping: validations without improvement before stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the run repeatable.")
+@click.option("--resume", "resume_path", type=click.Path(dir_okay=False), help="Continue an interrupted run from its checkpoint.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write (default: TASK.pt).")
 @click.option("--metrics-json", type=click.Path(dir_okay=False), help="Also write the final metrics as JSON here.")
-def train(task, seq_len, csv_path, column, horizon, cell, bidirectional, layers, hidden, dropout, steps, epochs,
-          eval_every, batch_size, lr, clip, seed, output, metrics_json):
-    """Train a model and write a checkpoint (spec, weights, normalisation, metrics)."""
-    from edgernn import fileio, tasks
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write training curves (loss, metric vs baseline) as PNG.")
+@click.option("--grad-report", type=click.Path(dir_okay=False), help="Write ||dL/dh_k|| over time steps k, start vs end of training, as PNG.")
+def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
+    """Train a model and write a checkpoint (spec, weights, normalisation, metrics).
+
+    Data-parallel: `torchrun --nproc-per-node N -m edgernn train ...` (gloo on CPU, nccl on GPU).
+    """
+    from edgernn import fileio
     from edgernn import train as train_mod
     from edgernn.errors import InputError
-    from edgernn.spec import ModelSpec
 
-    d = TASK_DEFAULTS[task]
-    if task == "adding":
-        t = tasks.AddingTask(seq_len, seed=seed)
-    else:
-        if bidirectional:
-            raise InputError("--bidirectional with --task forecast would read the very values it predicts; "
-                             "expected a unidirectional model for forecasting")
-        if csv_path is None:
-            csv_path, column = tasks.bundled("sunspots.csv"), column or "SUNACTIVITY"
-        t = tasks.ForecastTask(csv_path, column, horizon=horizon)
-    for name, value in (("steps", steps), ("epochs", epochs), ("eval-every", eval_every), ("batch-size", batch_size)):
-        if value is not None and value < 1:
-            raise InputError(f"--{name} {value}; expected a positive integer")
-    total = epochs * eval_every if epochs else (steps or d["steps"])
-    spec = ModelSpec(cell=cell, hidden=hidden or d["hidden"], layers=layers, bidirectional=bidirectional,
-                     dropout=dropout, **t.spec_args)
-    cfg = train_mod.TrainConfig(steps=total, eval_every=min(eval_every, total), batch_size=batch_size or d["batch_size"],
-                                lr=lr or d["lr"], clip=clip, seed=seed)
+    for name in ("steps", "epochs", "eval_every", "batch_size", "tbptt", "layers", "hidden"):
+        if o.get(name) is not None and o[name] < 1:
+            raise InputError(f"--{name.replace('_', '-')} {o[name]}; expected a positive integer")
     output = output or f"{task}.pt"
-    model, result = train_mod.train(t, spec, cfg, progress=_progress_printer(task))
+    if task == "seq2seq":
+        return _train_seq2seq(o, output, metrics_json)
+    d = TASK_DEFAULTS[task]
+    t = _make_task(task, o)
+    total = o["epochs"] * o["eval_every"] if o["epochs"] else (o["steps"] or d["steps"])
+    spec = _spec(task, t, o, d)
+    cfg = train_mod.TrainConfig(steps=total, eval_every=min(o["eval_every"], total),
+                                batch_size=o["batch_size"] or d["batch_size"], lr=o["lr"] or d["lr"],
+                                clip=o["clip"], seed=o["seed"], patience=o["patience"])
+    resume = _load_resume(resume_path, spec) if resume_path else None
+    hooks, grads = (_grad_hooks(t, cfg) if grad_report else ({}, None))
+
+    def on_eval(model, state, best):  # a checkpoint per validation: an interrupted run resumes from it
+        train_mod.save(output, model, t, {"config": cfg.__dict__}, resume_state=state, best_state=best)
+
+    model, result = train_mod.train(t, spec, cfg, progress=_progress_printer(task), resume=resume, on_eval=on_eval,
+                                    hooks=hooks)
     if sys.stderr.isatty():
         click.echo("", err=True)
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return
     train_mod.save(output, model, t, result)
     m = result["metrics"]
     if metrics_json:
         fileio.write_text(metrics_json, json.dumps(m, indent=2) + "\n")
+    if plot:
+        from edgernn import diagnostics
+
+        diagnostics.plot_curves(plot, result["history"], metric=m["metric"])
+    if grad_report:
+        from edgernn import diagnostics
+
+        diagnostics.plot_grad_report(grad_report, grads["start"], grads["end"], clip=cfg.clip,
+                                     clip_rate=m["clip_rate"], title=f"{spec.cell}, {task}")
+    note = f", stopped early at step {m['stopped_early']}" if "stopped_early" in m else ""
     click.echo(f"{task}: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g} "
-               f"({m['seconds']:.0f}s, {m['steps']} steps) -> {output}")
+               f"({m['seconds']:.0f}s, {m['steps']} steps{note}) -> {output}")
+
+
+def _spec(task, t, o, d):
+    from edgernn.spec import ModelSpec
+
+    embed = d.get("embed", 0) if t.spec_args.get("vocab") else 0
+    return ModelSpec(cell=o["cell"] or "lstm", hidden=o["hidden"] or d["hidden"], layers=o["layers"],
+                     bidirectional=o["bidirectional"], dropout=o["dropout"], embed=embed, **t.spec_args)
+
+
+def _load_resume(path, spec) -> dict:
+    from edgernn import checkpoint
+    from edgernn.errors import InputError
+
+    ckpt = checkpoint.read(path)
+    if not isinstance(ckpt, dict) or "resume" not in ckpt:
+        raise InputError(f"--resume {path}: not an unfinished edgernn training checkpoint; expected the -o file of an "
+                         "interrupted `edgernn train` run")
+    if ckpt.get("spec") != spec.to_dict():
+        raise InputError(f"--resume {path}: its model {ckpt.get('spec')} differs from this command's {spec.to_dict()}; "
+                         "expected the same model options")
+    return ckpt
+
+
+def _grad_hooks(t, cfg):
+    """Snapshot ||dL/dh_k|| on one fixed batch at the start and the end of training."""
+    import numpy as np
+
+    from edgernn import diagnostics
+    from edgernn import train as train_mod
+
+    grads = {}
+    x, y = t.batch(np.random.default_rng(cfg.seed + 7), min(cfg.batch_size, 64)) if hasattr(t, "batch") else \
+        next(t.segments(np.random.default_rng(cfg.seed + 7), min(cfg.batch_size, 16)))[:2]
+
+    def snap(key):
+        def hook(model):
+            grads[key] = diagnostics.hidden_grad_norms(model, x, y, train_mod.criterion(t, model))
+        return hook
+    return {"start": snap("start"), "end": snap("end")}, grads
+
+
+def _train_seq2seq(o, output, metrics_json):
+    from edgernn import fileio, seq2seq
+
+    d = seq2seq.TASK_DEFAULTS
+    kw = {k: v for k, v in (("cell", o["cell"]), ("hidden", o["hidden"]), ("steps", o["steps"]),
+                            ("batch_size", o["batch_size"]), ("lr", o["lr"])) if v is not None}
+    enc, dec, result = seq2seq.train_seq2seq(**{**d, **kw, "layers": o["layers"], "clip": o["clip"], "seed": o["seed"]},
+                                             progress=_progress_printer("seq2seq"))
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    seq2seq.save(output, enc, dec, result)
+    m = result["metrics"]
+    if metrics_json:
+        fileio.write_text(metrics_json, json.dumps(m, indent=2) + "\n")
+    click.echo(f"seq2seq: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g} "
+               f"({m['seconds']:.0f}s) -> {output}")
 
 
 @main.command()

@@ -175,5 +175,6 @@ def metadata_for(loaded, *, opset: int) -> dict:
                      "in_graph": True}
     export = {"exporter": EXPORTER, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
               "opset": opset, "source": loaded.kind}
+    extra = {"tokens": loaded.extra["tokens"]} if loaded.extra.get("tokens") else {}
     return meta_mod.build(model.spec, labels=loaded.labels, frontend=loaded.frontend, normalize=normalize,
-                          export=export, metrics=loaded.metrics or None)
+                          export=export, metrics=loaded.metrics or None, **extra)

@@ -64,10 +64,14 @@ class RNNModel(nn.Module):
 
     def normalized(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Like forward, but y in normalised units: what training losses are computed on."""
-        out, state = self.features(x, state)
-        return (self.head(out) if self.head is not None else out), state
+        return self.forward(x, state, normalized=True)
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """x (N, L, F) or (N, L) -> y (N, L, outputs) in the data's own units, and the new state."""
-        y, state = self.normalized(x, state)
-        return y * self.out_std + self.out_mean, state
+    def forward(self, x: torch.Tensor, state: State | None = None, *, normalized: bool = False) -> tuple[torch.Tensor, State]:
+        """x (N, L, F) or (N, L) -> y (N, L, outputs) in the data's own units, and the new state.
+
+        `normalized=True` skips the output de-normalisation (losses are computed there); it is a
+        forward flag, not a method, so DistributedDataParallel sees the call.
+        """
+        out, state = self.features(x, state)
+        y = self.head(out) if self.head is not None else out
+        return (y if normalized else y * self.out_std + self.out_mean), state

@@ -116,3 +116,66 @@ def _read_series(csv, column: str | None) -> np.ndarray:
     if a.shape[1] != 1:
         raise InputError(f"{csv}: {a.shape[1]} columns; expected one series: name it with --column")
     return a[:, 0].astype(np.float32)
+
+
+class CharLMTask:
+    """Character language model, many-to-many over one long text, trained with truncated BPTT.
+
+    The training text is cut into `n` parallel streams read in consecutive segments of
+    `tbptt` characters; the state is carried from one segment to the next (and detached), so
+    the model learns dependencies longer than a segment. Metric: bits per character on the
+    held-out tail of the text; baseline: the unigram (character frequency) model.
+    """
+
+    metric = "bits_per_char"
+    loss = "ce"
+
+    def __init__(self, text_path, *, tbptt: int = 100, val_frac: float = 0.1):
+        path = Path(text_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file; expected a UTF-8 text file") from None
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); expected a UTF-8 text file") from None
+        if tbptt < 2:
+            raise InputError(f"--tbptt {tbptt}; expected at least 2")
+        split = int(len(text) * (1 - val_frac))
+        if split < 2 * tbptt + 1 or len(text) - split < tbptt + 1:
+            raise InputError(f"{path}: {len(text)} characters is shorter than two segments of --tbptt {tbptt} plus a "
+                             f"held-out part; expected at least {int((2 * tbptt + 2) / (1 - val_frac)) + tbptt} characters")
+        self.name, self.path, self.tbptt = "charlm", str(path), tbptt
+        self.tokens = sorted(set(text[:split]))  # id -> character; unseen characters map to the first
+        index = {c: i for i, c in enumerate(self.tokens)}
+        ids = np.array([index.get(c, 0) for c in text], np.int64)
+        self.train_ids, self.val_ids = ids[:split], ids[split:]
+        self.spec_args = {"vocab": len(self.tokens), "outputs": len(self.tokens), "readout": "every", "task": "lm"}
+        self.labels = None
+        counts = np.bincount(self.train_ids, minlength=len(self.tokens)) + 1.0  # add-one: no infinite surprise
+        self.unigram_bits = float(-np.mean(np.log2((counts / counts.sum())[self.val_ids])))
+
+    def segments(self, rng: np.random.Generator, n: int):
+        """Endless (x, y, fresh) segments for n parallel streams; fresh=True means reset the state."""
+        per = len(self.train_ids) // n
+        if per < self.tbptt + 1:
+            raise InputError(f"{self.path}: {len(self.train_ids)} training characters cannot feed {n} streams of "
+                             f"--tbptt {self.tbptt}; expected a smaller --batch-size or --tbptt")
+        while True:
+            offset = int(rng.integers(0, per - self.tbptt))  # a new phase each pass over the text
+            starts = offset + np.arange(n) * per
+            for i, pos in enumerate(range(0, per - offset - self.tbptt, self.tbptt)):
+                idx = starts[:, None] + pos + np.arange(self.tbptt + 1)
+                idx = np.minimum(idx, len(self.train_ids) - 1)
+                chunk = self.train_ids[idx]
+                yield chunk[:, :-1], chunk[:, 1:], i == 0
+
+    def evaluate(self, predict):
+        logits = predict(self.val_ids[None, :-1])[0]  # (L, V): one pass over the held-out text
+        logits = logits - logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        nll = -logp[np.arange(len(logp)), self.val_ids[1:]]
+        return float(nll.mean() / np.log(2)), self.unigram_bits
+
+    def checkpoint_info(self) -> dict:
+        return {"task": {"name": "charlm", "text": Path(self.path).name, "tbptt": self.tbptt},
+                "tokens": self.tokens}

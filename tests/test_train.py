@@ -64,3 +64,69 @@ def test_forecast_bad_inputs(tmp_path):
     short.write_text("v\n1\n2\n3\n")
     with pytest.raises(InputError, match="too few"):
         tasks.ForecastTask(short)
+
+
+def _text(tmp_path, n=3000):
+    rng = np.random.default_rng(0)
+    words = ["the ", "cat ", "sat ", "on ", "mat. "]
+    p = tmp_path / "t.txt"
+    p.write_text("".join(words[i] for i in rng.integers(0, len(words), n // 3)))
+    return p
+
+
+def test_charlm_tbptt_carries_state_and_learns(tmp_path):
+    task = tasks.CharLMTask(_text(tmp_path), tbptt=20)
+    segs = task.segments(np.random.default_rng(0), 4)
+    x0, y0, fresh0 = next(segs)
+    x1, _, fresh1 = next(segs)
+    assert fresh0 and not fresh1 and x0.shape == (4, 20) and x0.dtype == np.int64
+    assert (y0[:, :-1] == x0[:, 1:]).all() and (x1[:, 0] == y0[:, -1]).all()  # consecutive segments
+    spec = ModelSpec(cell="gru", hidden=32, embed=8, **task.spec_args)
+    model, result = train_mod.train(task, spec, train_mod.TrainConfig(steps=120, eval_every=40, batch_size=8))
+    m = result["metrics"]
+    assert m["metric"] == "bits_per_char" and m["value"] < m["baseline"] - 0.5
+    h = result["history"]
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+
+
+def test_charlm_bad_inputs(tmp_path):
+    short = tmp_path / "s.txt"
+    short.write_text("too short")
+    with pytest.raises(InputError, match="shorter than two segments"):
+        tasks.CharLMTask(short, tbptt=100)
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"\xff\xfe\x00" * 100)
+    with pytest.raises(InputError, match="not UTF-8"):
+        tasks.CharLMTask(binary)
+
+
+def test_early_stopping_keeps_the_best():
+    task = tasks.AddingTask(8)
+    _, result = _fit(task, steps=400, patience=1, lr=1e-9)  # cannot improve: stops after one flat validation
+    m = result["metrics"]
+    assert m.get("stopped_early") and m["steps"] < 400
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """Stop after 60 of 100 steps, resume from the checkpoint, and land on the same weights."""
+    task = tasks.AddingTask(8)
+    spec = ModelSpec(cell="gru", hidden=8, **task.spec_args)
+    cfg = train_mod.TrainConfig(steps=100, eval_every=20, batch_size=8)
+    full, _ = train_mod.train(task, spec, cfg)
+    saved = {}
+
+    class Interrupt(Exception):
+        pass
+
+    def on_eval(model, state, best):
+        train_mod.save(tmp_path / "r.pt", model, task, {}, resume_state=state, best_state=best)
+        if state["run"]["step"] == 60:
+            saved["ok"] = True
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_mod.train(task, spec, cfg, on_eval=on_eval)
+    ckpt = checkpoint.read(tmp_path / "r.pt")
+    resumed, _ = train_mod.train(task, spec, cfg, resume=ckpt)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
