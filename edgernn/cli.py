@@ -121,6 +121,7 @@ def _make_task(task, o):
 @click.option("--clip", type=float, default=1.0, show_default=True, help="Clip gradients to this global norm (0: off).")
 @click.option("--patience", type=int, default=0, show_default=True, help="Early stopping: validations without improvement before stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the run repeatable.")
+@click.option("--threads", type=int, help="torch intra-op threads (default: torch's; 1 avoids contention on busy machines).")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False), help="Continue an interrupted run from its checkpoint.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write (default: TASK.pt).")
 @click.option("--metrics-json", type=click.Path(dir_okay=False), help="Also write the final metrics as JSON here.")
@@ -135,7 +136,7 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     from edgernn import train as train_mod
     from edgernn.errors import InputError
 
-    for name in ("steps", "epochs", "eval_every", "batch_size", "tbptt", "layers", "hidden"):
+    for name in ("steps", "epochs", "eval_every", "batch_size", "tbptt", "layers", "hidden", "threads"):
         if o.get(name) is not None and o[name] < 1:
             raise InputError(f"--{name.replace('_', '-')} {o[name]}; expected a positive integer")
     output = output or f"{task}.pt"
@@ -148,6 +149,12 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     cfg = train_mod.TrainConfig(steps=total, eval_every=min(o["eval_every"], total),
                                 batch_size=o["batch_size"] or d["batch_size"], lr=o["lr"] or d["lr"],
                                 clip=o["clip"], seed=o["seed"], patience=o["patience"])
+    if grad_report and spec.bidirectional:
+        raise InputError("--grad-report needs a unidirectional model; expected no --bidirectional")
+    if o["threads"]:
+        import torch
+
+        torch.set_num_threads(o["threads"])
     resume = _load_resume(resume_path, spec) if resume_path else None
     hooks, grads = (_grad_hooks(t, cfg) if grad_report else ({}, None))
 
@@ -167,12 +174,14 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     if plot:
         from edgernn import diagnostics
 
-        diagnostics.plot_curves(plot, result["history"], metric=m["metric"])
+        diagnostics.plot_curves(plot, result["history"], metric=m["metric"], title=f"{spec.cell}, {task}",
+                                greater_is_better=getattr(t, "greater_is_better", False))
     if grad_report:
         from edgernn import diagnostics
 
-        diagnostics.plot_grad_report(grad_report, grads["start"], grads["end"], clip=cfg.clip,
-                                     clip_rate=m["clip_rate"], title=f"{spec.cell}, {task}")
+        length = f" T={t.seq_len}" if hasattr(t, "seq_len") else ""
+        diagnostics.plot_grad_report(grad_report, grads.get("start"), grads.get("end"), clip=cfg.clip,
+                                     clip_rate=m["clip_rate"], title=f"{spec.cell}, {task}{length}")
     note = f", stopped early at step {m['stopped_early']}" if "stopped_early" in m else ""
     click.echo(f"{task}: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g} "
                f"({m['seconds']:.0f}s, {m['steps']} steps{note}) -> {output}")

@@ -49,3 +49,12 @@ def tiny_export(tmp_path):
         onnx_path.write_bytes(proto.SerializeToString())
         return model, pt, onnx_path
     return make
+
+
+def pytest_configure(config):
+    # Tiny models on a 2-core machine: more than one torch thread only adds contention.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
