@@ -21,7 +21,7 @@ def _describe_onnx(path: Path) -> dict:
     from edgernn import providers
     from edgernn.runtime import Runtime
 
-    rt = Runtime(path)
+    rt = Runtime(path, _describe_only=True)  # lists constants still needed instead of refusing
     sig = rt.signature
     io = lambda args: [{"name": a.name, "type": a.type, "shape": a.shape} for a in args]  # noqa: E731
     return {
@@ -33,7 +33,8 @@ def _describe_onnx(path: Path) -> dict:
                     "shape": ["batch" if i == s.batch_axis else d for i, d in enumerate(s.shape)]}
                    for s in sig.states],
         "pairing": sig.pairing,
-        "constants": {k: v.tolist() for k, v in sig.constants.items()},
+        "constants_needed": [i.name for i in rt.session.get_inputs()
+                             if i.name not in {sig.x, *(s.input for s in sig.states)}],
         "metadata": rt.meta,
         "providers_available": providers.available(),
     }
@@ -88,5 +89,7 @@ def render(d: dict) -> str:
                      + (f"max error {par['max_abs_err']:.2e}" if par else "not verified"))
     else:
         lines.append("  metadata: none (third-party model)")
+    if d["constants_needed"]:
+        lines.append(f"  constants needed on every call (--const NAME=VALUE): {', '.join(d['constants_needed'])}")
     lines.append(f"  providers available here: {', '.join(d['providers_available'])}")
     return "\n".join(lines)

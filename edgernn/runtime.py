@@ -10,7 +10,9 @@ Only stdlib, numpy and onnxruntime are imported here.
 
 from __future__ import annotations
 
+import functools
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from edgernn.errors import InputError, ModelFileError
 NAN_POLICIES = ("raise", "skip", "reset")
 
 
-def _load_session(path, provider: str, threads: int, strict: bool, provider_options: dict | None):
+def _load_session(path, chain: list, threads: int):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file; expected an .onnx file written by `edgernn export`")
@@ -33,7 +35,6 @@ def _load_session(path, provider: str, threads: int, strict: bool, provider_opti
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    chain = providers_mod.resolve(provider, strict=strict, options=provider_options)
     try:
         return ort.InferenceSession(str(path), opts, providers=chain)
     except Exception as e:  # onnxruntime raises its own untyped errors for unreadable graphs
@@ -45,14 +46,27 @@ class Runtime:
     """One loaded model. Thread-safe to share; each stream carries only its own state."""
 
     def __init__(self, path, *, provider: str = "cpu", threads: int = 1, states: dict | None = None,
-                 constants: dict | None = None, strict: bool = False, provider_options: dict | None = None):
+                 constants: dict | None = None, strict: bool = False, provider_options: dict | None = None,
+                 fp16: bool = False, cache_dir: str | None = None, _describe_only: bool = False):
+        """provider: cpu | cuda | tensorrt (falls back with a warning unless strict=True).
+        provider_options: {"cuda": {...}, "tensorrt": {...}} to override the defaults derived
+        from the model (edgernn.providers.default_options); fp16 / cache_dir: TensorRT only."""
         if int(threads) < 1:
             raise InputError(f"threads={threads}; expected a positive integer")
         self.path = Path(path)
-        self.session = _load_session(path, provider, int(threads), strict, provider_options)
+        chain = providers_mod.resolve(provider, strict=strict)
+        cpu_only = chain == ["CPUExecutionProvider"]
+        self.session = _load_session(path, ["CPUExecutionProvider"], int(threads))
         self.signature, self.meta = signature.from_session(self.session, source=str(path), states=states,
-                                                           constants=constants)
+                                                           constants=constants, require_constants=not _describe_only)
+        if not cpu_only:  # the accelerator's options depend on the signature read above
+            options = provider_options or providers_mod.default_options(provider, self.signature, fp16=fp16,
+                                                                        cache_dir=cache_dir)
+            chain = providers_mod.resolve(provider, strict=strict, options=options, quiet=True)
+            self.session = _load_session(path, chain, int(threads))
         self.providers = self.session.get_providers()
+        if provider != "cpu" and self.providers[0] == "CPUExecutionProvider" and not cpu_only:
+            warnings.warn(f"provider {provider!r} failed to initialise; running on CPU", RuntimeWarning, stacklevel=2)
         sig = self.signature
         self._outputs = sig.outputs
         self._x_shape = ((1, 1) if sig.has_time else (1,)) + sig.frame_shape
@@ -88,6 +102,19 @@ class Runtime:
 
     def stream(self, *, nan_policy: str = "raise") -> "Stream":
         return Stream(self, nan_policy=nan_policy)
+
+    def batch(self, *, nan_policy: str = "raise"):
+        """Many streams stepped in one session call (see edgernn.batch.Batch)."""
+        from edgernn.batch import Batch
+
+        return Batch(self, nan_policy=nan_policy)
+
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """Content hash of the model file: state files name the model they belong to."""
+        from edgernn import statefile
+
+        return statefile.model_hash(self.path)
 
 
 def check_frames(rt: Runtime, frames) -> np.ndarray:
@@ -180,6 +207,20 @@ class Stream:
 
     def get_state(self) -> dict:
         return {k: v.copy() for k, v in self._state.items()}
+
+    def save_state(self, path) -> None:
+        """Write the state atomically (temp file + rename), tagged with the model's hash."""
+        from edgernn import statefile
+
+        statefile.save(path, self._state, model_sha256=self.runtime.model_sha256, steps=self.steps)
+
+    def load_state(self, path) -> None:
+        """Continue from a saved state; refused if it belongs to another model or shape."""
+        from edgernn import statefile
+
+        state, header = statefile.load(path, model_sha256=self.runtime.model_sha256, want=self.runtime.zero_state(1))
+        self._state = state
+        self.steps = int(header.get("steps", 0))
 
     def set_state(self, state: dict) -> None:
         want = self.runtime.zero_state(1)

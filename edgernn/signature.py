@@ -53,6 +53,17 @@ class Signature:
         return [self.y] + [s.output for s in self.states]
 
 
+def _constant(arg, value, source: str) -> np.ndarray:
+    """A constant input in the graph's dtype and, where the graph fixes it, its shape."""
+    v = np.asarray(value, dtype=_DTYPES.get(arg.type, np.float32))
+    dims = _dims(arg)
+    if all(isinstance(d, int) for d in dims):
+        if v.size != int(np.prod(dims, dtype=np.int64)):
+            raise InputError(f"constant {arg.name!r} has {v.size} values; {source} expects shape {dims}")
+        v = v.reshape(dims)
+    return v
+
+
 def _dims(arg) -> list:
     return [d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) else None) for d in arg.shape]
 
@@ -99,16 +110,18 @@ def _guess_pairs(inputs: dict, outputs: list[str], taken: set) -> dict:
     return pairs
 
 
-def from_session(sess, *, source: str = "model", states: dict | None = None, constants: dict | None = None) -> tuple[Signature, dict | None]:
+def from_session(sess, *, source: str = "model", states: dict | None = None, constants: dict | None = None,
+                 require_constants: bool = True) -> tuple[Signature, dict | None]:
     """Resolve the signature of an onnxruntime session; returns it and the parsed metadata (or None)."""
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = [o.name for o in sess.get_outputs()]
     text = sess.get_modelmeta().custom_metadata_map.get(meta_mod.KEY)
     meta = meta_mod.parse(text, source=source) if text is not None else None
-    constants = {k: np.asarray(v) for k, v in (constants or {}).items()}
+    constants = dict(constants or {})
     for k in constants:
         if k not in inputs:
             raise InputError(f"constant {k!r} is not an input of {source}; its inputs are {list(inputs)}")
+        constants[k] = _constant(inputs[k], constants[k], source)
     if meta is not None and not states:
         pairs, pairing = {s["input"]: s["output"] for s in meta["states"]}, "metadata"
         hints = {s["input"]: ([d if isinstance(d, int) else None for d in s["shape"]], s["batch_axis"]) for s in meta["states"]}
@@ -123,7 +136,8 @@ def from_session(sess, *, source: str = "model", states: dict | None = None, con
     pairs_ = tuple(_state_pair(inputs[i], o, source, hints.get(i)) for i, o in pairs.items())
     free_in = [n for n in inputs if n not in pairs and n not in constants]
     free_out = [n for n in outputs if n not in pairs.values()]
-    x_name = meta["input"]["name"] if meta else (free_in[0] if len(free_in) == 1 else None)
+    framelike = [n for n in free_in if len(inputs[n].shape) >= 2]  # scalars and vectors are settings
+    x_name = meta["input"]["name"] if meta else (framelike[0] if len(framelike) == 1 else None)
     y_name = meta["output"]["name"] if meta else (free_out[0] if free_out else None)
     if x_name is None or x_name not in inputs:
         raise ModelFileError(f"{source}: cannot tell the frame input among {free_in or list(inputs)}; expected exactly one "
@@ -132,7 +146,7 @@ def from_session(sess, *, source: str = "model", states: dict | None = None, con
         raise ModelFileError(f"{source}: no output left for y (outputs {outputs}, all paired as states); "
                              "expected at least one output that is not a state")
     extra = [n for n in free_in if n != x_name]
-    if extra:
+    if extra and require_constants:
         raise ModelFileError(f"{source}: inputs {extra} are neither the frame, a state nor a constant; "
                              "pass them with --const NAME=VALUE or pair them with --state IN=OUT")
     return _frame(inputs[x_name], meta, source, y_name, pairs_, constants, pairing), meta

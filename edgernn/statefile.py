@@ -1,0 +1,67 @@
+"""A stream's state on disk: written atomically, tied to the model it belongs to. Torch-free.
+
+The file is an .npz (no pickles) holding the state arrays and a JSON header naming the model's
+content hash, the state shapes, and the steps consumed, so that a state is never loaded into a
+model it does not belong to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgernn import fileio
+from edgernn.errors import InputError, ModelFileError
+
+FORMAT = "edgernn-state/1"
+
+
+def model_hash(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(path, state: dict, *, model_sha256: str, steps: int, extra: dict | None = None) -> None:
+    header = {"format": FORMAT, "model_sha256": model_sha256, "steps": int(steps),
+              "shapes": {k: list(v.shape) for k, v in state.items()}, **(extra or {})}
+    buf = io.BytesIO()
+    np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8),
+             **{f"state:{k}": np.ascontiguousarray(v) for k, v in state.items()})
+    fileio.write_bytes(path, buf.getvalue())
+
+
+def load(path, *, model_sha256: str, want: dict) -> tuple[dict, dict]:
+    """Read and check a state file against the model; returns (state, header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such state file; expected one written by save_state / --state-file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(bytes(z["__header__"]).decode())
+            state = {k[len("state:"):]: z[k] for k in z.files if k.startswith("state:")}
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: not a readable edgernn state file ({type(e).__name__}); "
+                             "expected a file written by save_state / --state-file") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: state format {header.get('format') if isinstance(header, dict) else header!r}; "
+                             f"expected {FORMAT}")
+    if header.get("model_sha256") != model_sha256:
+        raise InputError(f"{path}: this state belongs to another model (sha256 {str(header.get('model_sha256'))[:12]}…, "
+                         f"this one is {model_sha256[:12]}…); expected a state saved from the same .onnx file")
+    if set(state) != set(want):
+        raise InputError(f"{path}: holds states {sorted(state)}; expected {sorted(want)}")
+    for k, ref in want.items():
+        if state[k].shape != ref.shape or state[k].dtype != ref.dtype:
+            raise InputError(f"{path}: state {k!r} is {state[k].dtype}{list(state[k].shape)}; "
+                             f"expected {ref.dtype}{list(ref.shape)}")
+        if not np.isfinite(state[k]).all():
+            raise InputError(f"{path}: state {k!r} holds NaN or Inf; expected finite numbers")
+    return state, header
