@@ -262,6 +262,15 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
 
     if unsafe_load:
         click.echo("warning: --unsafe-load unpickles arbitrary objects: a malicious file can run code", err=True)
+    if _is_seq2seq(model_pt, unsafe_load):
+        from edgernn import seq2seq
+
+        stem = Path(output).with_suffix("") if output else Path(model_pt).with_suffix("")
+        enc, dec, reports = seq2seq.export_pair(model_pt, stem, opset=opset, verify=not no_verify)
+        worst = max((r["max_abs_err"] for r in reports.values() if r), default=None) if isinstance(reports, dict) else None
+        note = f"parity max error {worst:.2e}" if worst is not None else "not verified"
+        click.echo(f"wrote {enc} and {dec} ({note})")
+        return
     loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity)
     output = Path(output or Path(model_pt).with_suffix(".onnx"))
     meta = export_mod.metadata_for(loaded, opset=opset)
@@ -278,6 +287,12 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
     parity = meta["export"]["parity"]
     note = f"parity max error {parity['max_abs_err']:.2e}" if parity else "not verified"
     click.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB, {note})")
+
+
+def _is_seq2seq(path, unsafe: bool = False) -> bool:
+    from edgernn import checkpoint, seq2seq
+
+    return seq2seq.is_seq2seq_checkpoint(checkpoint.read(path, unsafe=unsafe))
 
 
 def _verify(model, onnx_model) -> dict:
@@ -331,6 +346,27 @@ def info(path, as_json):
         click.echo(json.dumps(d, indent=2, default=str))
     else:
         click.echo(inspect_mod.render(d))
+
+
+@main.command()
+@click.argument("model_onnx", type=click.Path(dir_okay=False))
+@click.option("--prompt", required=True, help="Text that primes the model (charlm) or the source to transduce (seq2seq).")
+@click.option("--length", type=int, default=200, show_default=True, help="charlm: characters to sample; seq2seq: max output length.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="charlm: sampling temperature (0: argmax).")
+@click.option("--seed", type=int, help="charlm: the same seed gives the same text.")
+def generate(model_onnx, prompt, length, temperature, seed):
+    """Generate text through the torch-free runtime: sample a char model, or decode a seq2seq pair."""
+    from edgernn import generate as gen
+
+    from edgernn.errors import InputError
+    from pathlib import Path
+
+    if not Path(model_onnx).is_file():
+        raise InputError(f"{model_onnx}: no such file; expected a charlm .onnx or a NAME.decoder.onnx")
+    if gen.is_decoder(model_onnx):
+        click.echo(gen.greedy_decode(model_onnx, prompt, max_length=length))
+    else:
+        click.echo(prompt + gen.sample_text(model_onnx, prompt, length, temperature=temperature, seed=seed))
 
 
 from edgernn.cli_stream import stream  # noqa: E402  (the torch-free streaming command)
