@@ -133,3 +133,23 @@ def test_stream_missing_inputs(forecast_files, tmp_path):
 def test_train_bad_csv_column(tmp_path):
     line = _one_line_exit_2(run_cli("train", "--task", "forecast", "--csv", tmp_path / "none.csv", "-o", tmp_path / "x.pt"))
     assert "no such file" in line and not (tmp_path / "x.pt").exists()
+
+
+def test_new_task_bad_inputs_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = _one_line_exit_2(run_cli("train", "--task", "classify", "--data", tmp_path / "empty", "-o", tmp_path / "k.pt"))
+    assert "empty" in line.lower() or "no class" in line.lower()
+    (tmp_path / "short.txt").write_text("hello world")
+    line = _one_line_exit_2(run_cli("train", "--task", "charlm", "--text", tmp_path / "short.txt", "-o", tmp_path / "c.pt"))
+    assert "shorter than two segments" in line
+    data = tmp_path / "kws"
+    for label in ("a", "b"):
+        (data / label).mkdir(parents=True)
+    import struct
+    fmt = struct.pack("<HHIIHH", 0x11, 1, 16000, 8000, 256, 4)  # IMA ADPCM: not PCM
+    blob = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", 4) + b"\0\0\0\0"
+    for label in ("a", "b"):
+        (data / label / "spk_nohash_0.wav").write_bytes(b"RIFF" + struct.pack("<I", len(blob)) + blob)
+    line = _one_line_exit_2(run_cli("train", "--task", "classify", "--data", data, "-o", tmp_path / "k.pt"))
+    assert "not supported" in line and ".wav" in line
+    assert not (tmp_path / "k.pt").exists() and not (tmp_path / "c.pt").exists()
