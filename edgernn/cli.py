@@ -249,7 +249,8 @@ def _train_seq2seq(o, output, metrics_json):
 @click.argument("model_pt", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write (default: beside MODEL_PT).")
 @click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
-@click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True, help="Weight precision.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="Weights: fp16 storage (any cell) or int8 dynamic quantization (LSTM; others fall back to fp16).")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), help="For a plain RNN state_dict: its activation.")
 @click.option("--unsafe-load", is_flag=True, help="Unpickle arbitrary objects in MODEL_PT. Only for files you trust.")
@@ -283,10 +284,37 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
     else:
         meta["export"]["parity"] = None
         export_mod.set_meta(proto, meta)
+    if precision != "fp32":
+        proto = _reduce_precision(proto, meta, precision, loaded.model.spec)
     fileio.write_bytes(output, proto.SerializeToString())
     parity = meta["export"]["parity"]
     note = f"parity max error {parity['max_abs_err']:.2e}" if parity else "not verified"
+    if "precision" in meta["export"]:
+        p = meta["export"]["precision"]
+        note += f"; {p['weights']} weights, {p['max_err_vs_fp32']:.2e} from fp32"
     click.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB, {note})")
+
+
+def _reduce_precision(proto, meta, precision, spec):
+    """fp16/int8 variant, checked against the verified fp32 graph with a precision-fit tolerance."""
+    import numpy as np
+
+    from edgernn import export as export_mod
+    from edgernn import parity, precision as prec
+
+    variant, used = prec.convert(proto, precision, spec.cell)
+    rng = np.random.default_rng(0)
+    feeds = []
+    for t, n in ((1, 1), (50, 3)):
+        x, states = parity._inputs(spec, n, t, rng)
+        feeds.append(dict(zip(["x"] + [i for i, _ in spec.state_names], [x, *states])))
+    err = prec.compare(proto.SerializeToString(), variant.SerializeToString(), inputs=feeds)
+    meta["export"]["precision"] = {"weights": used, "max_err_vs_fp32": err, "tolerance": prec.TOLERANCE[used]}
+    if err > prec.TOLERANCE[used]:
+        raise ParityError(f"{used} variant differs from fp32 by {err:.3g} > tolerance {prec.TOLERANCE[used]}; "
+                          "no file written: keep fp32 for this model")
+    export_mod.set_meta(variant, meta)
+    return variant
 
 
 def _is_seq2seq(path, unsafe: bool = False) -> bool:
