@@ -397,6 +397,38 @@ def generate(model_onnx, prompt, length, temperature, seed):
         click.echo(prompt + gen.sample_text(model_onnx, prompt, length, temperature=temperature, seed=seed))
 
 
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The .onnx model.")
+@click.option("--streams", type=int, default=256, show_default=True, help="Largest number of streams to batch (also 1 and 16).")
+@click.option("--chunk", type=int, default=100, show_default=True, help="Chunk size for the feed() comparison.")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Steps per round.")
+@click.option("--rounds", type=int, default=7, show_default=True, help="Interleaved rounds; medians are reported.")
+@click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench(model_path, streams, chunk, steps, rounds, threads, as_json):
+    """Per-step latency against a hand-written onnxruntime loop and the call floor, and batched streams."""
+    from edgernn import bench as bench_mod
+    from edgernn.errors import InputError
+
+    for name, v in (("streams", streams), ("chunk", chunk), ("steps", steps), ("rounds", rounds)):
+        if v < 1:
+            raise InputError(f"--{name} {v}; expected a positive integer")
+    sizes = sorted({1, min(16, streams), streams})
+    try:
+        r = bench_mod.runtime_suite(model_path, steps=steps, streams=sizes, chunk=chunk, rounds=rounds, threads=threads,
+                                    progress=(lambda i, n: click.echo(f"\rround {i}/{n}", err=True, nl=i == n)) if sys.stderr.isatty() else None)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    res = r["results"]
+    base = res["onnxruntime loop"]["us"]
+    click.echo(f"{'contender':28s} {'µs/stream-step':>15s} {'vs raw loop':>12s}")
+    for k, v in res.items():
+        click.echo(f"{k:28s} {v['us']:15.2f} {v['us'] / base:12.2f}")
+
+
 from edgernn.cli_stream import stream  # noqa: E402  (the torch-free streaming command)
 
 main.add_command(stream)
