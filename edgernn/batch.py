@@ -1,10 +1,10 @@
 """Many streams, one session call per step. Torch-free.
 
-States live stacked on each state's batch axis in slots; `step({id: frame})` gathers the slots of
-the streams that have a frame, runs the model once, and scatters the new states back. When every
-open stream steps (the common case), the gather and scatter are plain slices: no copies beyond
-the session's own. Streams join and leave at any step; a closed stream's slot is refilled by the
-last one, and storage shrinks when most streams have left, so memory follows the open count.
+States live stacked on each state's batch axis, one slot per open stream, the arrays exactly as
+long as the open count. When every open stream steps (the common case) the stacked arrays go
+to the session as they are and its outputs become the new arrays: no gather, no scatter. A
+subset is gathered and scattered with one fancy index per state. Streams join and leave at any
+step; a closed stream's slot is refilled by the last one, so memory follows the open count.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ class Batch:
             raise InputError(f"nan_policy={nan_policy!r}; expected raise, skip or reset")
         self.runtime, self.nan_policy = runtime, nan_policy
         self._pairs = sig.states
-        self._cap = 0
         self._arrays = {s.input: s.zeros(0) for s in sig.states}
         self._slot: dict[int, int] = {}
         self._ids: list[int] = []
         self._next = itertools.count()
         self._lock = threading.Lock()
         self._float = np.issubdtype(sig.dtype, np.floating)
+        self._x_shape = sig.frame_shape
+        self._time = sig.has_time
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -49,48 +50,62 @@ class Batch:
     def open(self, state: dict | None = None) -> int:
         """A new stream (zero state, or `state` as from Stream.get_state); returns its id."""
         with self._lock:
-            sid = next(self._next)
-            self._resize(len(self._ids) + 1)
-            slot = len(self._ids)
-            self._ids.append(sid)
-            self._slot[sid] = slot
+            new = {}
             for p in self._pairs:
-                value = state[p.input] if state is not None else p.zeros(1)
-                self._put(p, [slot], np.asarray(value, dtype=p.dtype))
+                v = p.zeros(1) if state is None else np.asarray(state[p.input], dtype=p.dtype)
+                if v.shape != p.zeros(1).shape:
+                    raise InputError(f"state {p.input!r} of shape {v.shape}; expected {p.zeros(1).shape}")
+                new[p.input] = v
+            for p in self._pairs:
+                self._arrays[p.input] = np.concatenate([self._arrays[p.input], new[p.input]], axis=p.batch_axis)
+            sid = next(self._next)
+            self._slot[sid] = len(self._ids)
+            self._ids.append(sid)
             return sid
 
     def close(self, sid: int) -> None:
         with self._lock:
             slot = self._slot.pop(self._check(sid))
             last = len(self._ids) - 1
-            if slot != last:  # move the last stream into the hole
+            for p in self._pairs:
+                a = self._arrays[p.input]
+                if slot != last:  # move the last stream into the hole
+                    a[self._index(p, slot)] = a[self._index(p, last)]
+                self._arrays[p.input] = a[self._index(p, slice(0, last))].copy()  # frees the old buffer
+            if slot != last:
                 moved = self._ids[last]
-                for p in self._pairs:
-                    self._put(p, [slot], self._take(p, [last]))
                 self._ids[slot], self._slot[moved] = moved, slot
             self._ids.pop()
-            self._resize(len(self._ids))
 
     def get_state(self, sid: int) -> dict:
         with self._lock:
             slot = self._slot[self._check(sid)]
-            return {p.input: self._take(p, [slot]).copy() for p in self._pairs}
+            return {p.input: self._arrays[p.input][self._index(p, slice(slot, slot + 1))].copy() for p in self._pairs}
 
     def step(self, frames: dict) -> dict:
         """{id: frame (F,)} -> {id: y (outputs,)}, one session call for all of them."""
-        rt = self.runtime
-        sig = rt.signature
         if not frames:
             return {}
         with self._lock:
-            ids = [self._check(i) for i in frames]
-            x = self._stack(frames, ids, sig.frame_shape)
-            ids, x = self._finite(ids, x)
-            if not ids:
-                return {}
-            x = x.reshape((len(ids), 1) + sig.frame_shape) if sig.has_time else x
-            y = self._run(ids, x)
-            y = y[:, -1] if sig.has_time else y
+            ids = list(frames)
+            slots, x = self._gather_frames(ids, frames)
+            everyone = len(ids) == len(self._ids)
+            keep = self._finite(ids, slots, x)
+            if keep is not None:  # some frames were skipped or reset: step only the rest
+                ids, slots, x, everyone = [ids[k] for k in keep], [slots[k] for k in keep], x[keep], False
+                if not ids:
+                    return {}
+            if everyone:  # arrange the frames in slot order; the stacked states go in as they are
+                ordered = np.empty_like(x)
+                ordered[slots] = x
+                x = ordered
+            if self._time:
+                x = x.reshape((len(x), 1) + self._x_shape)
+            y = self._run(None if everyone else slots, x)
+            if self._time:
+                y = y[:, -1]
+            if everyone:
+                y = y[slots]
             return dict(zip(ids, y))
 
     def feed(self, frames: dict) -> dict:
@@ -111,9 +126,9 @@ class Batch:
                 if length == 0:
                     out.update({i: np.zeros((0, self.runtime.out_size or 0), np.float32) for i in ids})
                     continue
-                if not self.runtime.signature.has_time:
+                if not self._time:
                     raise InputError("feed needs a model with a time axis; expected step() for rank-2 inputs")
-                y = self._run(ids, np.stack([arrays[i] for i in ids]))
+                y = self._run([self._slot[i] for i in ids], np.stack([arrays[i] for i in ids]))
                 out.update(zip(ids, y))
         return out
 
@@ -123,68 +138,59 @@ class Batch:
             raise InputError(f"stream id {sid!r} is not open; expected one of the ids open() returned")
         return sid
 
-    def _stack(self, frames, ids, shape):
+    def _gather_frames(self, ids: list, frames: dict):
+        """The slots of `ids` and their frames stacked (N, F): one numpy call when all are well formed."""
         try:
-            x = np.stack([np.asarray(frames[i], dtype=self.runtime.signature.dtype) for i in ids])
-        except (ValueError, TypeError):
+            slots = [self._slot[i] for i in ids]
+        except KeyError:
+            bad = next(i for i in ids if i not in self._slot)
+            raise InputError(f"stream id {bad!r} is not open; expected one of the ids open() returned") from None
+        want = (len(ids),) + self._x_shape
+        try:
+            x = np.asarray(list(frames.values()), dtype=self.runtime.signature.dtype)
+        except (TypeError, ValueError):
             x = None
-        if x is None or x.shape[1:] != shape:
-            for i in ids:
-                got = np.shape(frames[i])
-                if got != shape:
-                    raise InputError(f"stream {i}: frame of shape {got}; expected {shape} (no state changed)")
-            raise InputError(f"frames could not be read as numbers; expected {shape} per stream")
-        return x
+        if x is None or x.shape != want:
+            for sid, f in frames.items():
+                if np.shape(f) != self._x_shape:
+                    raise InputError(f"stream {sid}: frame of shape {np.shape(f)}; expected {self._x_shape} "
+                                     "(no state changed)")
+            raise InputError(f"frames could not be read as numbers; expected {self._x_shape} per stream")
+        return slots, x
 
-    def _finite(self, ids, x):
+    def _finite(self, ids, slots, x):
+        """None when every frame is finite, else the positions to step (after nan_policy)."""
         if not self._float:
-            return ids, x
-        ok = np.isfinite(x.reshape(len(ids), -1)).all(axis=1)
+            return None
+        ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         if ok.all():
-            return ids, x
+            return None
         bad = [i for i, good in zip(ids, ok) if not good]
         if self.nan_policy == "raise":
             raise InputError(f"streams {bad}: frame holds NaN or Inf; expected finite numbers (no state changed)")
         if self.nan_policy == "reset":
-            for i in bad:
-                for p in self._pairs:
-                    self._put(p, [self._slot[i]], p.zeros(1))
-        return [i for i, good in zip(ids, ok) if good], x[ok]
+            for s, good in zip(slots, ok):
+                if not good:
+                    for p in self._pairs:
+                        self._arrays[p.input][self._index(p, slice(s, s + 1))] = p.zeros(1)
+        return np.flatnonzero(ok).tolist()
 
-    def _run(self, ids, x):
-        slots = [self._slot[i] for i in ids]
-        everyone = len(slots) == len(self._ids) and slots == list(range(len(slots)))
-        state = {p.input: self._take(p, slots, everyone) for p in self._pairs}
+    def _run(self, slots, x):
+        idx = None if slots is None else np.asarray(slots)
+        state = {p.input: (self._arrays[p.input] if idx is None else self._arrays[p.input][self._index(p, idx)])
+                 for p in self._pairs}
         y, new = self.runtime.run(x, state)
         for p in self._pairs:
-            v = new[p.input]
-            if not np.isfinite(v).all():
-                raise ModelFileError(f"state {p.input!r} became non-finite for streams {ids}; "
-                                     "the model diverged on this input (states kept as before)")
+            if not np.isfinite(new[p.input]).all():
+                raise ModelFileError(f"state {p.input!r} became non-finite; the model diverged on this input "
+                                     "(states kept as before)")
         for p in self._pairs:
-            self._put(p, slots, new[p.input], everyone)
+            if idx is None:
+                self._arrays[p.input] = new[p.input]  # the session's outputs are the new stack
+            else:
+                self._arrays[p.input][self._index(p, idx)] = new[p.input]
         return y
 
-    def _index(self, p, slots, everyone=False):
-        sl = slice(0, len(slots)) if everyone else np.asarray(slots)
-        return (slice(None),) * p.batch_axis + (sl,)
-
-    def _take(self, p, slots, everyone=False):
-        return self._arrays[p.input][self._index(p, slots, everyone)]
-
-    def _put(self, p, slots, value, everyone=False):
-        self._arrays[p.input][self._index(p, slots, everyone)] = value
-
-    def _resize(self, n: int) -> None:
-        """Grow by doubling; shrink to half when a quarter is used, so memory follows the streams."""
-        if n <= self._cap and (n >= self._cap // 4 or self._cap <= 16):
-            return
-        cap = max(16, 1 << max(0, (max(n, 1) - 1).bit_length()))
-        for p in self._pairs:
-            old = self._arrays[p.input]
-            new = p.zeros(cap)
-            keep = min(len(self._ids), cap, old.shape[p.batch_axis])
-            idx = (slice(None),) * p.batch_axis + (slice(0, keep),)
-            new[idx] = old[idx]
-            self._arrays[p.input] = new
-        self._cap = cap
+    @staticmethod
+    def _index(p, sel):
+        return (slice(None),) * p.batch_axis + (sel,)

@@ -77,35 +77,47 @@ def _input(g: _Graph, model: RNNModel) -> str:
     return x
 
 
+def _split_states(g: _Graph, name: str, layers: int, d: int) -> list[str]:
+    """h0 (L*D, N, H) -> one (D, N, H) input per layer: no node at all for one layer."""
+    if layers == 1:
+        return [name]
+    outs = [f"l{i}.{name}" for i in range(layers)]
+    g.op("Split", [name, g.const(f"split.{name}", np.full(layers, d, np.int64))], outs, axis=0)
+    return outs
+
+
 def _recurrent(g: _Graph, model: RNNModel, x: str) -> tuple[str, list[str], list[str]]:
-    """Stack the layers; returns the last layer's (L, N, D*H) output and per-layer states."""
+    """Stack the layers; returns the last layer's (L, N, D*H) output and per-layer states.
+
+    Few nodes on purpose: a streaming step costs about one onnxruntime dispatch per node.
+    """
     spec = model.spec
-    d, h = spec.directions, spec.hidden
-    direction = "bidirectional" if d == 2 else "forward"
-    attrs = {"hidden_size": h, "direction": direction}
+    d, h, n = spec.directions, spec.hidden, spec.layers
+    attrs = {"hidden_size": h, "direction": "bidirectional" if d == 2 else "forward"}
     if spec.cell == "gru":
         attrs["linear_before_reset"] = 1
     if spec.cell.startswith("rnn"):
         attrs["activations"] = ["Relu" if spec.cell == "rnn_relu" else "Tanh"] * d
+    h0s = _split_states(g, "h0", n, d)
+    c0s = _split_states(g, "c0", n, d) if spec.cell == "lstm" else []
     hs, cs = [], []
-    shape = g.const("shape_lnk", np.array([0, 0, -1], dtype=np.int64))
-    axes = g.const("axes0", np.array([0], dtype=np.int64))
-    for layer in range(spec.layers):
+    for layer in range(n):
         W, R, B = _layer_weights(model, layer)
-        lo, hi = g.const(f"l{layer}.lo", np.array([layer * d], np.int64)), g.const(f"l{layer}.hi", np.array([(layer + 1) * d], np.int64))
-        ins = [x, g.const(f"l{layer}.W", W), g.const(f"l{layer}.R", R), g.const(f"l{layer}.B", B), "",
-               g.op("Slice", ["h0", lo, hi, axes], [f"l{layer}.h0"])]
-        outs = [f"l{layer}.Y", f"l{layer}.hn"]
+        ins = [x, g.const(f"l{layer}.W", W), g.const(f"l{layer}.R", R), g.const(f"l{layer}.B", B), "", h0s[layer]]
+        # One layer: the op writes the graph's state outputs directly.
+        outs = [f"l{layer}.Y", "hn" if n == 1 else f"l{layer}.hn"]
         if spec.cell == "lstm":
-            ins.append(g.op("Slice", ["c0", lo, hi, axes], [f"l{layer}.c0"]))
-            outs.append(f"l{layer}.cn")
+            ins.append(c0s[layer])
+            outs.append("cn" if n == 1 else f"l{layer}.cn")
         g.op(_OP[spec.cell], ins, outs, **attrs)
         hs.append(outs[1])
         if spec.cell == "lstm":
             cs.append(outs[2])
-        # Y is (L, D, N, H): bring directions next to H and merge them, as torch concatenates.
-        y = g.op("Transpose", [outs[0]], [f"l{layer}.Y_lndh"], perm=[0, 2, 1, 3])
-        x = g.op("Reshape", [y, shape], [f"l{layer}.out"])
+        if d == 1:  # Y is (L, 1, N, H)
+            x = g.op("Squeeze", [outs[0], g.const(f"l{layer}.axis1", np.array([1], np.int64))], [f"l{layer}.out"])
+        else:  # (L, 2, N, H): bring directions next to H and merge them, as torch concatenates
+            y = g.op("Transpose", [outs[0]], [f"l{layer}.Y_lndh"], perm=[0, 2, 1, 3])
+            x = g.op("Reshape", [y, g.const(f"l{layer}.shape", np.array([0, 0, -1], np.int64))], [f"l{layer}.out"])
     return x, hs, cs
 
 
@@ -122,9 +134,7 @@ def _head(g: _Graph, model: RNNModel, x: str) -> None:
 
 
 def _merge(g: _Graph, parts: list[str], name: str) -> None:
-    if len(parts) == 1:
-        g.op("Identity", parts, [name])
-    else:
+    if parts != [name]:
         g.op("Concat", parts, [name], axis=0)
 
 

@@ -11,6 +11,7 @@ Only stdlib, numpy and onnxruntime are imported here.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import warnings
 from pathlib import Path
@@ -65,6 +66,9 @@ class Runtime:
             chain = providers_mod.resolve(provider, strict=strict, options=options, quiet=True)
             self.session = _load_session(path, chain, int(threads))
         self.providers = self.session.get_providers()
+        # On CUDA the stream keeps its state in device memory between steps (IO binding).
+        self.on_device = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.device_id = int(((provider_options or {}).get(provider) or {}).get("device_id", 0)) if self.on_device else 0
         if provider != "cpu" and self.providers[0] == "CPUExecutionProvider" and not cpu_only:
             warnings.warn(f"provider {provider!r} failed to initialise; running on CPU", RuntimeWarning, stacklevel=2)
         sig = self.signature
@@ -138,12 +142,19 @@ class Stream:
     def __init__(self, runtime: Runtime, *, nan_policy: str = "raise"):
         if nan_policy not in NAN_POLICIES:
             raise InputError(f"nan_policy={nan_policy!r}; expected one of {', '.join(NAN_POLICIES)}")
+        sig = runtime.signature
         self.runtime = runtime
         self.nan_policy = nan_policy
         self.steps = 0  # frames consumed so far
         self._state = runtime.zero_state(1)
-        self._float = np.issubdtype(runtime.signature.dtype, np.floating)
-        self._lock = threading.Lock()
+        self._float = np.issubdtype(sig.dtype, np.floating)
+        # The hot path, bound once: step() is a handful of attribute reads and one session call.
+        self._run = runtime.session.run
+        self._dtype, self._fshape, self._xname = sig.dtype, sig.frame_shape, sig.x
+        self._outs = runtime._outputs
+        self._names = [p.input for p in sig.states]
+        self._feed = dict(sig.constants)
+        self._last_y = not sig.has_time
 
     def _refuse_bidirectional(self):
         if self.runtime.bidirectional:
@@ -152,24 +163,41 @@ class Stream:
 
     def step(self, frame) -> np.ndarray:
         """One frame (F,) -> y (outputs,). The state advances only if the frame is accepted."""
-        self._refuse_bidirectional()
-        rt = self.runtime
-        sig = rt.signature
-        try:
-            x = np.asarray(frame, dtype=sig.dtype)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"frame could not be read as {np.dtype(sig.dtype).name} ({e}); expected numbers") from e
-        if x.shape != sig.frame_shape:
-            if x.size == 1 and sig.frame_shape == (1,):
-                x = x.reshape(1)
-            else:
-                raise InputError(f"frame of shape {x.shape}; expected {sig.frame_shape} (one value per feature)")
-        if self._float and not np.isfinite(x).all():
+        x = frame if type(frame) is np.ndarray and frame.dtype == self._dtype else self._coerce(frame)
+        if x.shape != self._fshape:
+            x = self._reshape(x)
+        # vdot is the cheapest reduction that turns any NaN/Inf into a non-finite number.
+        if self._float and not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
             if self._bad_frame("frame holds NaN or Inf"):
-                return np.full(rt.out_size or 1, np.nan, np.float32)
-        y, state = rt.run(x.reshape(rt._x_shape), self._state)
-        self._commit(state, 1)
-        return y.reshape(-1) if not sig.has_time else y[0, -1]
+                return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+        rt = self.runtime
+        if rt.bidirectional:
+            self._refuse_bidirectional()
+        if rt.on_device:
+            return self._step_on_device(x.reshape(rt._x_shape))
+        feed = self._feed
+        feed.update(self._state)
+        feed[self._xname] = x.reshape(rt._x_shape)
+        out = self._run(self._outs, feed)
+        for v in out[1:]:
+            if not math.isfinite(np.vdot(v, v)) and not np.isfinite(v).all():
+                raise ModelFileError(f"a state became non-finite at frame {self.steps}; the model diverged on "
+                                     "this input (state kept as before)")
+        self._state = dict(zip(self._names, out[1:]))
+        self.steps += 1
+        y = out[0]
+        return y.reshape(-1) if self._last_y else y[0, -1]
+
+    def _coerce(self, frame) -> np.ndarray:
+        try:
+            return np.asarray(frame, dtype=self._dtype)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"frame could not be read as {np.dtype(self._dtype).name} ({e}); expected numbers") from e
+
+    def _reshape(self, x: np.ndarray) -> np.ndarray:
+        if x.size == 1 and self._fshape == (1,):
+            return x.reshape(1)
+        raise InputError(f"frame of shape {x.shape}; expected {self._fshape} (one value per feature)")
 
     def feed(self, frames) -> np.ndarray:
         """Frames (T, F) -> Y (T, outputs) in one session call, state carried across calls."""
@@ -181,9 +209,37 @@ class Stream:
             raise InputError(f"frame {self.steps + bad} holds NaN or Inf; expected finite numbers (state unchanged)")
         if not rt.signature.has_time:
             return np.stack([self.step(f) for f in x]) if len(x) else np.zeros((0, 0), np.float32)
-        y, state = rt.run(x[None], self._state)
+        y, state = rt.run(x[None], self._host_state())
         self._commit(state, len(x))
         return y[0]
+
+    def _step_on_device(self, x: np.ndarray) -> np.ndarray:
+        """CUDA: bind the state outputs to device memory and feed them back as the next inputs,
+        so per step only the frame goes up and y comes down (host copies dominate otherwise)."""
+        rt = self.runtime
+        sig = rt.signature
+        b = rt.session.io_binding()
+        b.bind_cpu_input(sig.x, x)
+        for name, value in sig.constants.items():
+            b.bind_cpu_input(name, value)
+        for p in sig.states:
+            v = self._state[p.input]
+            if isinstance(v, ort.OrtValue):
+                b.bind_ortvalue_input(p.input, v)
+            else:
+                b.bind_cpu_input(p.input, np.ascontiguousarray(v))
+        b.bind_output(sig.y)
+        for p in sig.states:
+            b.bind_output(p.output, "cuda", rt.device_id)
+        rt.session.run_with_iobinding(b)
+        outs = b.get_outputs()
+        self._state = {p.input: v for p, v in zip(sig.states, outs[1:])}  # stays on the GPU
+        self.steps += 1
+        y = outs[0].numpy()
+        return y.reshape(-1) if not sig.has_time else y[0, -1]
+
+    def _host_state(self) -> dict:
+        return {k: (v.numpy() if isinstance(v, ort.OrtValue) else v) for k, v in self._state.items()}
 
     def _bad_frame(self, what: str) -> bool:
         """Apply nan_policy; True means the caller skips the frame."""
@@ -206,13 +262,13 @@ class Stream:
         self.steps = 0
 
     def get_state(self) -> dict:
-        return {k: v.copy() for k, v in self._state.items()}
+        return {k: np.array(v, copy=True) for k, v in self._host_state().items()}
 
     def save_state(self, path) -> None:
         """Write the state atomically (temp file + rename), tagged with the model's hash."""
         from edgernn import statefile
 
-        statefile.save(path, self._state, model_sha256=self.runtime.model_sha256, steps=self.steps)
+        statefile.save(path, self._host_state(), model_sha256=self.runtime.model_sha256, steps=self.steps)
 
     def load_state(self, path) -> None:
         """Continue from a saved state; refused if it belongs to another model or shape."""
