@@ -65,7 +65,7 @@ TASK_DEFAULTS = {
     "adding": {"hidden": 64, "steps": 2000, "batch_size": 64, "lr": 3e-3},
     "forecast": {"hidden": 32, "steps": 1500, "batch_size": 32, "lr": 3e-3},
     "charlm": {"hidden": 128, "steps": 1000, "batch_size": 32, "lr": 3e-3, "embed": 32},
-    "classify": {"hidden": 64, "steps": 3000, "batch_size": 64, "lr": 3e-3},
+    "classify": {"hidden": 96, "steps": 2000, "batch_size": 64, "lr": 1e-2, "cell": "gru", "clip": 5.0},
     "seq2seq": {},
 }
 
@@ -118,7 +118,7 @@ def _make_task(task, o):
 @click.option("--eval-every", type=int, default=100, show_default=True, help="Updates between validations.")
 @click.option("--batch-size", type=int, help="Sequences per update (over all processes when data-parallel).")
 @click.option("--lr", type=float, help="Adam learning rate.")
-@click.option("--clip", type=float, default=1.0, show_default=True, help="Clip gradients to this global norm (0: off).")
+@click.option("--clip", type=float, help="Clip gradients to this global norm (0: off; default 1, classify 5).")
 @click.option("--patience", type=int, default=0, show_default=True, help="Early stopping: validations without improvement before stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the run repeatable.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch intra-op threads; small RNNs gain little from more, and contended cores lose a lot.")
@@ -148,7 +148,8 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     spec = _spec(task, t, o, d)
     cfg = train_mod.TrainConfig(steps=total, eval_every=min(o["eval_every"], total),
                                 batch_size=o["batch_size"] or d["batch_size"], lr=o["lr"] or d["lr"],
-                                clip=o["clip"], seed=o["seed"], patience=o["patience"])
+                                clip=d.get("clip", 1.0) if o["clip"] is None else o["clip"], seed=o["seed"],
+                                patience=o["patience"])
     if grad_report and spec.bidirectional:
         raise InputError("--grad-report needs a unidirectional model; expected no --bidirectional")
     if o["threads"]:
@@ -191,7 +192,7 @@ def _spec(task, t, o, d):
     from edgernn.spec import ModelSpec
 
     embed = d.get("embed", 0) if t.spec_args.get("vocab") else 0
-    return ModelSpec(cell=o["cell"] or "lstm", hidden=o["hidden"] or d["hidden"], layers=o["layers"],
+    return ModelSpec(cell=o["cell"] or d.get("cell", "lstm"), hidden=o["hidden"] or d["hidden"], layers=o["layers"],
                      bidirectional=o["bidirectional"], dropout=o["dropout"], embed=embed, **t.spec_args)
 
 
@@ -233,7 +234,8 @@ def _train_seq2seq(o, output, metrics_json):
     d = seq2seq.TASK_DEFAULTS
     kw = {k: v for k, v in (("cell", o["cell"]), ("hidden", o["hidden"]), ("steps", o["steps"]),
                             ("batch_size", o["batch_size"]), ("lr", o["lr"])) if v is not None}
-    enc, dec, result = seq2seq.train_seq2seq(**{**d, **kw, "layers": o["layers"], "clip": o["clip"], "seed": o["seed"]},
+    enc, dec, result = seq2seq.train_seq2seq(**{**d, **kw, "layers": o["layers"], "seed": o["seed"],
+                                                "clip": d.get("clip", 1.0) if o["clip"] is None else o["clip"]},
                                              progress=_progress_printer("seq2seq"))
     if sys.stderr.isatty():
         click.echo("", err=True)
