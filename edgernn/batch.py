@@ -156,6 +156,10 @@ class Batch:
                     raise InputError(f"stream {sid}: frame of shape {np.shape(f)}; expected {self._x_shape} "
                                      "(no state changed)")
             raise InputError(f"frames could not be read as numbers; expected {self._x_shape} per stream")
+        if not self._x_shape:
+            from edgernn.runtime import _check_tokens
+
+            _check_tokens(self.runtime, x)
         return slots, x
 
     def _finite(self, ids, slots, x):

@@ -256,7 +256,16 @@ def _train_seq2seq(o, output, metrics_json):
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), help="For a plain RNN state_dict: its activation.")
 @click.option("--unsafe-load", is_flag=True, help="Unpickle arbitrary objects in MODEL_PT. Only for files you trust.")
-def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load):
+@click.option("--triton", "triton_dir", type=click.Path(file_okay=False),
+              help="Also write a Triton Inference Server model repository here: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx.")
+@click.option("--triton-max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Triton: most streams batched into one model call.")
+@click.option("--triton-idle-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Triton: seconds a silent stream keeps its state before it is dropped.")
+@click.option("--triton-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton: model instances.")
+@click.option("--triton-gpu", is_flag=True, help="Triton: run the instances on a GPU (default: CPU).")
+def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load, triton_dir, triton_max_batch,
+           triton_idle_timeout, triton_instances, triton_gpu):
     """Write ONE stateful ONNX file (x, h0[, c0] -> y, hn[, cn]) and verify it against PyTorch."""
     from pathlib import Path
 
@@ -267,6 +276,11 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
         click.echo("warning: --unsafe-load unpickles arbitrary objects: a malicious file can run code", err=True)
     if _is_seq2seq(model_pt, unsafe_load):
         from edgernn import seq2seq
+
+        if triton_dir:
+            from edgernn.errors import InputError
+
+            raise InputError("--triton serves one stateful model; an encoder-decoder is two files: export it without --triton")
 
         stem = Path(output).with_suffix("") if output else Path(model_pt).with_suffix("")
         enc, dec, reports = seq2seq.export_pair(model_pt, stem, opset=opset, verify=not no_verify)
@@ -295,6 +309,13 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
         p = meta["export"]["precision"]
         note += f"; {p['weights']} weights, {p['max_err_vs_fp32']:.2e} from fp32"
     click.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB, {note})")
+    if triton_dir:
+        from edgernn import triton
+
+        folder = triton.write_repository(output, triton_dir, max_batch_size=triton_max_batch,
+                                         idle_timeout_s=triton_idle_timeout, instances=triton_instances,
+                                         kind="gpu" if triton_gpu else "cpu")
+        click.echo(f"wrote {folder}/ (Triton model repository: config.pbtxt, 1/model.onnx)")
 
 
 def _reduce_precision(proto, meta, precision, spec):

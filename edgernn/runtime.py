@@ -121,6 +121,20 @@ class Runtime:
         return statefile.model_hash(self.path)
 
 
+def _run_error(e: Exception) -> ModelFileError:
+    first = str(e).strip().splitlines()[-1][:240] if str(e).strip() else type(e).__name__
+    return ModelFileError(f"onnxruntime refused this input ({first}); expected frames the model accepts "
+                          "(state unchanged)")
+
+
+def _check_tokens(rt: Runtime, x: np.ndarray) -> None:
+    vocab = (rt.meta or {}).get("input", {}).get("vocab")
+    if vocab and x.size and (x.min() < 0 or x.max() >= vocab):
+        bad = int(x[(x < 0) | (x >= vocab)].flat[0])
+        raise InputError(f"token id {bad} is outside this model's vocabulary; expected ids 0..{vocab - 1} "
+                         "(state unchanged)")
+
+
 def check_frames(rt: Runtime, frames) -> np.ndarray:
     """Validate (T, *frame) frames against the model: shape, dtype, finiteness."""
     sig = rt.signature
@@ -130,9 +144,13 @@ def check_frames(rt: Runtime, frames) -> np.ndarray:
         raise InputError(f"frames could not be read as {np.dtype(sig.dtype).name} ({e}); expected numbers") from e
     if x.ndim == len(sig.frame_shape) and x.ndim >= 1 and x.shape[-1:] == (1,) == sig.frame_shape:
         x = x[:, None]  # a column of scalars for a one-feature model
+    if sig.frame_shape == () and x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]  # token ids read one per row
     if x.ndim != 1 + len(sig.frame_shape) or x.shape[1:] != sig.frame_shape:
         raise InputError(f"frames of shape {x.shape}; expected (T, {', '.join(map(str, sig.frame_shape)) or ''})"
                          .replace(", )", ")"))
+    if not sig.frame_shape:
+        _check_tokens(rt, x)
     return x
 
 
@@ -167,9 +185,12 @@ class Stream:
         if x.shape != self._fshape:
             x = self._reshape(x)
         # vdot is the cheapest reduction that turns any NaN/Inf into a non-finite number.
-        if self._float and not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
-            if self._bad_frame("frame holds NaN or Inf"):
-                return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+        if self._float:
+            if not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
+                if self._bad_frame("frame holds NaN or Inf"):
+                    return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+        elif not self._fshape:
+            _check_tokens(self.runtime, x)
         rt = self.runtime
         if rt.bidirectional:
             self._refuse_bidirectional()
@@ -178,7 +199,10 @@ class Stream:
         feed = self._feed
         feed.update(self._state)
         feed[self._xname] = x.reshape(rt._x_shape)
-        out = self._run(self._outs, feed)
+        try:
+            out = self._run(self._outs, feed)
+        except Exception as e:  # onnxruntime's own error types; the state was not touched
+            raise _run_error(e) from e
         for v in out[1:]:
             if not math.isfinite(np.vdot(v, v)) and not np.isfinite(v).all():
                 raise ModelFileError(f"a state became non-finite at frame {self.steps}; the model diverged on "

@@ -94,3 +94,20 @@ def test_missing_and_garbage_model_files(tmp_path):
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelFileError, match="onnxruntime cannot load it"):
         Runtime(bad)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(tiny_export):
+    _, _, path = tiny_export(cell="gru", vocab=10, embed=4, outputs=10, task="lm", features=1)
+    rt = Runtime(path)
+    s = rt.stream()
+    s.step(3)
+    before = s.get_state()
+    with pytest.raises(InputError, match="outside this model's vocabulary"):
+        s.step(12)
+    with pytest.raises(InputError, match="outside this model's vocabulary"):
+        s.feed([1, 2, -1])
+    b = rt.batch()
+    i = b.open()
+    with pytest.raises(InputError, match="outside"):
+        b.step({i: 10})
+    assert np.array_equal(before["h0"], s.get_state()["h0"])
