@@ -149,7 +149,9 @@ def test_new_task_bad_inputs_exit_2(tmp_path):
     fmt = struct.pack("<HHIIHH", 0x11, 1, 16000, 8000, 256, 4)  # IMA ADPCM: not PCM
     blob = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", 4) + b"\0\0\0\0"
     for label in ("a", "b"):
-        (data / label / "spk_nohash_0.wav").write_bytes(b"RIFF" + struct.pack("<I", len(blob)) + blob)
+        for spk in ("spk1", "spk2"):
+            (data / label / f"{spk}_nohash_0.wav").write_bytes(b"RIFF" + struct.pack("<I", len(blob)) + blob)
+    (data / "validation_list.txt").write_text("a/spk2_nohash_0.wav\nb/spk2_nohash_0.wav\n")
     line = _one_line_exit_2(run_cli("train", "--task", "classify", "--data", data, "-o", tmp_path / "k.pt"))
     assert "not supported" in line and ".wav" in line
     assert not (tmp_path / "k.pt").exists() and not (tmp_path / "c.pt").exists()
