@@ -452,6 +452,7 @@ def bench(model_path, streams, chunk, steps, rounds, threads, as_json):
         click.echo(f"{k:28s} {v['us']:15.2f} {v['us'] / base:12.2f}")
 
 
-from edgernn.cli_stream import stream  # noqa: E402  (the torch-free streaming command)
+from edgernn.cli_stream import devices, stream  # noqa: E402  (the torch-free streaming commands)
 
 main.add_command(stream)
+main.add_command(devices)

@@ -1,13 +1,25 @@
-"""`edgernn stream`: frames in, one line out per step, live. Torch-free."""
+"""`edgernn stream` and `edgernn devices`: frames or audio in, one line out per step, live. Torch-free.
+
+Inputs: a microphone (`mic`), a WAV file, CSV, .npy, or stdin (`-`, one frame per line).
+Audio goes through the model's own front end (edgernn.frontend, metadata `frontend`): a WAV file
+all at once, the microphone hop by hop as samples arrive (the two give the same frames).
+Classifiers can also turn their per-frame posteriors into events (edgernn.events, --events).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import click
 import numpy as np
+
+from edgernn.events import EventOptions
+
+_EVENTS = EventOptions()  # the defaults of --smooth, --threshold, ... (tuned on models/kws.onnx)
 
 
 def _pairs(values, what: str) -> dict:
@@ -34,24 +46,113 @@ def _constants(values) -> dict:
     return out
 
 
-def _wav_frames(rt, path, framer):
-    """A WAV file as the model's frames: through its front end, or framed raw samples."""
-    from edgernn import audio
-    from edgernn.errors import InputError
-    from edgernn.frontend import LogMel
-
+def _model_rate(rt) -> int | None:
     fe = (rt.meta or {}).get("frontend")
-    if fe:
-        fe = LogMel.from_meta(fe)
-        samples, _ = audio.read_wav(path, sample_rate=fe.sample_rate)
-        return fe.compute(samples)
-    samples, _ = audio.read_wav(path)
-    if framer is not None:
-        return framer.frame_all(samples)
-    if rt.signature.frame_shape == (1,):
-        return samples[:, None]
-    raise InputError(f"{path}: a WAV input needs a model with an audio front end in its metadata, or --window N "
-                     f"--hop M to frame raw samples; this model takes frames of {rt.signature.frame_shape}")
+    return int(fe["sample_rate"]) if fe else None
+
+
+class _Frontend:
+    """How samples at `rate` Hz become this model's frames: its log-mel front end, raw windows
+    (--window/--hop), or one sample per step. `push` is the live path, `offline` the file path."""
+
+    def __init__(self, rt, framer, rate: int | None, what: str):
+        from edgernn.errors import InputError
+        from edgernn.frontend import LogMel
+
+        fe = (rt.meta or {}).get("frontend")
+        self.logmel = LogMel.from_meta(fe) if fe else None
+        self.framer = framer
+        if self.logmel is not None:
+            self.rate, self.hop, self._live = self.logmel.sample_rate, self.logmel.hop, self.logmel.stream()
+        elif framer is not None:
+            self.rate, self.hop, self._live = int(rate or 16000), framer.hop, framer
+        elif rt.signature.frame_shape == (1,):
+            self.rate, self.hop, self._live = int(rate or 16000), 1, None
+        else:
+            raise InputError(f"{what}: audio input needs a model with an audio front end in its metadata, or "
+                             f"--window N --hop M to frame raw samples; this model takes frames of "
+                             f"{rt.signature.frame_shape}")
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        return samples[:, None] if self._live is None else self._live.push(samples)
+
+    def offline(self, samples: np.ndarray) -> np.ndarray:
+        if self.logmel is not None:
+            return self.logmel.compute(samples)
+        return samples[:, None] if self.framer is None else self.framer.frame_all(samples)
+
+    def reset(self) -> None:
+        if self._live is not None:
+            self._live.reset()
+
+
+class _Sink:
+    """Frames to the model and its outputs to the terminal: frame lines, events, the plot's history."""
+
+    def __init__(self, rt, s, *, chunk: int, writer, detector, history, loudness=None):
+        self.rt, self.s, self.chunk = rt, s, chunk
+        self.writer, self.detector, self.history = writer, detector, history
+        self.loudness = loudness  # frames -> dB per frame, so events can find the end of a word
+        self.t = s.steps if s is not None else 0  # index of the next frame line
+        self.frames = 0  # frames run through the model in this run
+        self.events = 0
+        self._buf: list = []
+
+    def array(self, frames: np.ndarray) -> None:
+        """Checked-whole frames (files): one session call per --chunk frames."""
+        for start in range(0, len(frames), self.chunk):
+            x = frames[start:start + self.chunk]
+            self.emit(x, self.s.feed(x))
+
+    def push(self, frames) -> None:
+        """Live frames: each result goes out as soon as its chunk is complete."""
+        for f in frames:
+            self._buf.append(f)
+            if len(self._buf) == self.chunk:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            x = np.stack(self._buf)
+            self._buf = []
+            self.emit(x, self.s.feed(x))
+
+    def skip(self, n: int) -> None:
+        """`n` frames were lost with their audio: the clock moves on, the model state stays."""
+        self.flush()
+        self.t += n
+        if self.detector is not None:
+            self.detector.skip(n)
+        if self.history is not None:
+            self.history.skip_frames(n, int(np.prod(self.rt.signature.frame_shape) or 1), self.rt.out_size or 1)
+
+    def emit(self, x: np.ndarray, y: np.ndarray) -> None:
+        from edgernn.output import softmax
+
+        if self.writer is not None:
+            self.writer.write_all(self.t, y)
+        self.t += len(y)
+        self.frames += len(y)
+        if self.history is not None:
+            self.history.add_frames(x, y)
+        if self.detector is not None:
+            loud = self.loudness(x) if self.loudness is not None else None
+            for e in self.detector.push(softmax(np.asarray(y, np.float64)), loud):
+                self.events += 1
+                sys.stdout.write(e.to_json() + "\n")
+                sys.stdout.flush()
+                if self.history is not None:
+                    self.history.add_event(e)
+
+
+def _loudness(rt, framer):
+    """frames -> dB per frame, where the frames say how loud the audio was (for --events); else None."""
+    from edgernn.events import frame_loudness
+
+    if (rt.meta or {}).get("frontend") or framer is not None:
+        log_energies = bool((rt.meta or {}).get("frontend"))
+        return lambda x: frame_loudness(x, log_energies=log_energies)
+    return None
 
 
 def _frames(rt, input_, framer, columns):
@@ -66,74 +167,291 @@ def _frames(rt, input_, framer, columns):
         if framer is None:
             return lines
         return (w for v in lines for w in framer.push(v))
-    if Path(input_).suffix.lower() == ".wav":
-        return _wav_frames(rt, input_, framer)
     frames = sources.read_file(input_, width=width, columns=list(columns) or None, dtype=dtype)
     return framer.frame_all(frames[:, 0]) if framer is not None else frames
 
 
+def _read_wav(rt, o) -> tuple[np.ndarray, int]:
+    """The WAV file at the model's rate (or --sample-rate, or its own), cut to --duration."""
+    from edgernn import audio
+
+    samples, rate = audio.read_wav(o["input_"], sample_rate=_model_rate(rt) or o["sample_rate"])
+    if o["duration"] is not None:
+        samples = samples[:round(o["duration"] * rate)]
+    return samples, rate
+
+
+def _run_wav(rt, framer, sink, o) -> float:
+    """A WAV file through the model's front end, all at once; returns its seconds."""
+    samples, rate = o["wav"]
+    front = _Frontend(rt, framer, rate, o["input_"])
+    if sink.history is not None:
+        sink.history.add_samples(samples)
+    sink.array(front.offline(samples))
+    return len(samples) / rate
+
+
+def _open_mic(front: _Frontend, o):
+    from edgernn import mic
+    from edgernn.errors import InputError
+
+    sd = mic.load_backend()
+    device = mic.find_device(o["device"], sd)
+    try:
+        rate, channels = mic.negotiate(device, o["sample_rate"] or front.rate, sd)
+    except InputError:
+        if o["sample_rate"]:
+            raise
+        rate, channels = mic.negotiate(device, None, sd)
+        warnings.warn(f"input device {device.name!r} refuses {front.rate} Hz; capturing at {rate} Hz and "
+                      f"resampling to the model's {front.rate} Hz", RuntimeWarning, stacklevel=2)
+    hop = front.hop * rate / front.rate  # device samples per model hop
+    block = max(1, round(hop * max(1, np.ceil(0.005 * rate / hop))))  # whole hops, >= 5 ms
+    return mic.Microphone(device=device, sample_rate=rate, block=block, channels=channels,
+                          max_lag=o["max_lag"], backend=sd)
+
+
+def _run_mic(rt, framer, sink, o):
+    """Capture until --duration (or Ctrl-C); the callback only enqueues, this thread infers."""
+    from edgernn import mic
+
+    front = _Frontend(rt, framer, o["sample_rate"], "--input mic")
+    m = _open_mic(front, o)
+    history = sink.history
+
+    def on_audio(samples, frames):
+        if history is not None:
+            history.add_samples(samples)
+        sink.push(frames)
+
+    def on_gap(frames, samples):
+        sink.skip(frames)
+        if history is not None:
+            history.skip_samples(samples)
+
+    live = mic.LiveAudio(front, rate=front.rate, hop=front.hop, in_rate=m.sample_rate, on_audio=on_audio,
+                         on_gap=on_gap)
+    reported, last = m.snapshot(), 0.0
+    with m:
+        click.echo(f"listening: {m.device.name!r} at {m.sample_rate} Hz, {m.block}-sample blocks"
+                   + (f", for {o['duration']:g} s" if o["duration"] is not None else ", Ctrl-C to stop"), err=True)
+        try:
+            for b in m.blocks(duration=o["duration"]):
+                live.block(b.start, b.samples)
+                now = time.monotonic()
+                if now - last >= 1.0:  # at most one report a second: a slow model would flood stderr
+                    st = m.snapshot()
+                    for line in st.losses_since(reported, st.received_samples / m.sample_rate):
+                        click.echo(f"warning: {line}", err=True)
+                    reported, last = st, now
+        except KeyboardInterrupt:
+            pass
+    live.end()
+    sink.flush()
+    st = m.snapshot()
+    covered = max(live.next_in, min(st.received_samples, m.end if m.end is not None else live.next_in))
+    for line in st.losses_since(reported, covered / m.sample_rate):
+        click.echo(f"warning: {line}", err=True)
+    return m, covered / m.sample_rate  # audio time covered, lost audio included
+
+
+def _history(rt, o, live: bool, step_seconds):
+    from edgernn import streamplot
+
+    if not o["plot"]:
+        return None
+    streamplot.require()
+    seconds = o["plot_seconds"] if o["plot_seconds"] is not None else (30.0 if live else None)
+    return streamplot.History(seconds=seconds, sample_rate=_model_rate(rt) or o["sample_rate"] or 16000,
+                              step_seconds=step_seconds)
+
+
+def _step_seconds(rt, framer, o) -> float | None:
+    """Seconds per model step where the input has a clock: front end hop, or --hop at the rate."""
+    fe = (rt.meta or {}).get("frontend")
+    if fe:
+        return fe["hop"] / fe["sample_rate"]
+    if framer is not None:
+        return framer.hop / (o["sample_rate"] or 16000)
+    return None
+
+
+def _detector(rt, classify: bool, step_seconds, o):
+    from edgernn.errors import InputError
+    from edgernn.events import EventDetector
+
+    if not o["events"]:
+        return None
+    if not classify:
+        raise InputError("--events needs a classifier (metadata model.task 'classify' with output labels); "
+                         "this model is not one; drop --events")
+    given = {k: o[k] for k in ("smooth", "threshold", "hysteresis", "refractory", "delay", "endpoint", "endpoint_wait")
+             if o[k] is not None}
+    opts = EventOptions.for_readout(((rt.meta or {}).get("output") or {}).get("readout"), ignore=tuple(o["ignore"]),
+                                    **given)
+    labels = rt.labels or [str(i) for i in range(rt.out_size or 0)]
+    return EventDetector(labels, step_seconds=step_seconds or 1.0, options=opts)
+
+
+def _check_options(o, is_mic: bool, is_wav: bool) -> None:
+    from edgernn.errors import InputError
+
+    if o["chunk"] < 1:
+        raise InputError(f"--chunk {o['chunk']}; expected a positive integer")
+    if (o["window"] is None) != (o["hop"] is None):
+        raise InputError("--window and --hop go together; expected both or neither")
+    if o["duration"] is not None and not (is_mic or is_wav):
+        raise InputError(f"--duration applies to audio input (mic or a .wav file), not {o['input_']!r}; drop it")
+    if o["duration"] is not None and not o["duration"] > 0:
+        raise InputError(f"--duration {o['duration']}; expected a positive number of seconds")
+    if o["sample_rate"] is not None and o["sample_rate"] < 1:
+        raise InputError(f"--sample-rate {o['sample_rate']}; expected a positive rate in Hz, e.g. 16000")
+    if o["frames"] and o["events"] and o["fmt"] == "csv":
+        raise InputError("--frames with --events cannot share stdout in csv; use --format jsonl or text")
+
+
+def _options(f):
+    """The stream command's options, in --help order."""
+    opts = [
+        click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The .onnx model."),
+        click.option("--input", "input_", required=True, help="mic, FILE.wav, FILE.csv, FILE.npy, or - for stdin (one frame per line)."),
+        click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True, help="Execution provider."),
+        click.option("--strict-provider", is_flag=True, help="Refuse to run if the provider is missing, instead of falling back to CPU."),
+        click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads."),
+        click.option("--chunk", type=int, default=1, show_default=True, help="Frames per session call (output is the same)."),
+        click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "text"]), default="jsonl", show_default=True, help="Output lines."),
+        click.option("--column", "columns", multiple=True, help="CSV input: use these named columns as the frame (repeatable)."),
+        click.option("--state", "states", multiple=True, help="Third-party model: a state pair IN=OUT (repeatable)."),
+        click.option("--const", "consts", multiple=True, help="Third-party model: a constant input NAME=VALUE (repeatable)."),
+        click.option("--window", type=int, help="Raw-sample models: samples per window (with --hop)."),
+        click.option("--hop", type=int, help="Raw-sample models: new samples per step; each window keeps the previous window-hop."),
+        click.option("--state-file", type=click.Path(dir_okay=False), help="Resume from this state file if it exists; save the state to it at the end."),
+        click.option("--nan-policy", type=click.Choice(["raise", "skip", "reset"]), default="raise", show_default=True, help="A frame with NaN/Inf: refuse, skip it, or reset the stream."),
+        click.option("--device", help="mic: input device, by index or (part of) its name (see `edgernn devices`; default: the system's)."),
+        click.option("--sample-rate", type=int, help="mic: capture rate in Hz (default: the model's; other rates are resampled). Models without a front end: their rate (default 16000)."),
+        click.option("--duration", type=float, help="Audio input: stop after this many seconds (mic default: until Ctrl-C)."),
+        click.option("--max-lag", type=float, default=2.0, show_default=True, help="mic: seconds of audio queued for a slow model before blocks are dropped (and reported)."),
+        click.option("--events", is_flag=True, help="Classifiers: print an event line when a keyword fires, e.g. {\"event\": \"yes\", \"t\": 12.34, \"p\": 0.97}."),
+        click.option("--frames/--no-frames", default=None, help="Print the per-frame lines too (default: on, off with --events)."),
+        click.option("--smooth", type=float, default=_EVENTS.smooth, show_default=True, help="--events: seconds of posteriors averaged."),
+        click.option("--threshold", type=float, default=_EVENTS.threshold, show_default=True, help="--events: smoothed probability at which a keyword triggers a decision."),
+        click.option("--delay", type=float, help=f"--events, running classifiers (readout last) without loudness: seconds from the trigger to the decision; the label on top then fires [default: {_EVENTS.delay}; 0 for per-frame classifiers]."),
+        click.option("--hysteresis", type=float, default=_EVENTS.hysteresis, show_default=True, help="--events: a keyword fires again only after falling below threshold minus this."),
+        click.option("--endpoint", type=float, help=f"--events, running classifiers on audio: decide once the sound has fallen this many dB below its peak (the word ended); 0: use --delay [default: {_EVENTS.endpoint:g}; 0 for per-frame classifiers]."),
+        click.option("--endpoint-wait", type=float, default=_EVENTS.endpoint_wait, show_default=True, help="--events on audio: decide at the latest this many seconds after the trigger."),
+        click.option("--refractory", type=float, default=_EVENTS.refractory, show_default=True, help="--events: seconds after an event during which none fires."),
+        click.option("--ignore", multiple=True, help="--events: a label that never fires (repeatable; _silence_ and _unknown_ never do)."),
+        click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: waveform, features, outputs, events marked (needs matplotlib)."),
+        click.option("--plot-seconds", type=float, help="--plot: draw only the last S seconds (default: all of a file, 30 s of a mic)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 @click.command()
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The .onnx model.")
-@click.option("--input", "input_", required=True, help="FILE.wav, FILE.csv, FILE.npy, or - for stdin (one frame per line).")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True, help="Execution provider.")
-@click.option("--strict-provider", is_flag=True, help="Refuse to run if the provider is missing, instead of falling back to CPU.")
-@click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
-@click.option("--chunk", type=int, default=1, show_default=True, help="Frames per session call (output is the same).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "text"]), default="jsonl", show_default=True, help="Output lines.")
-@click.option("--column", "columns", multiple=True, help="CSV input: use these named columns as the frame (repeatable).")
-@click.option("--state", "states", multiple=True, help="Third-party model: a state pair IN=OUT (repeatable).")
-@click.option("--const", "consts", multiple=True, help="Third-party model: a constant input NAME=VALUE (repeatable).")
-@click.option("--window", type=int, help="Raw-sample models: samples per window (with --hop).")
-@click.option("--hop", type=int, help="Raw-sample models: new samples per step; each window keeps the previous window-hop.")
-@click.option("--state-file", type=click.Path(dir_okay=False), help="Resume from this state file if it exists; save the state to it at the end.")
-@click.option("--nan-policy", type=click.Choice(["raise", "skip", "reset"]), default="raise", show_default=True, help="A frame with NaN/Inf: refuse, skip it, or reset the stream.")
-def stream(model_path, input_, provider, strict_provider, threads, chunk, fmt, columns, states, consts, window, hop,
-           state_file, nan_policy):
-    """Stream frames through a model one step (or --chunk K steps) at a time, printing each output."""
+@_options
+def stream(**o):
+    """Stream frames or audio through a model one step (or --chunk K steps) at a time, printing each output."""
     from edgernn.errors import InputError
     from edgernn.framing import Framer
     from edgernn.output import Writer
     from edgernn.runtime import Runtime
 
-    if chunk < 1:
-        raise InputError(f"--chunk {chunk}; expected a positive integer")
-    if (window is None) != (hop is None):
-        raise InputError("--window and --hop go together; expected both or neither")
-    rt = Runtime(model_path, provider=provider, threads=threads, states=_pairs(states, "--state") or None,
-                 constants=_constants(consts) or None, strict=strict_provider)
-    framer = Framer(window, hop) if window is not None else None
-    if framer is not None and rt.signature.frame_shape != (window,):
-        raise InputError(f"--window {window}; this model takes frames of {rt.signature.frame_shape}")
-    meta = rt.meta or {}
-    writer = Writer(fmt, labels=rt.labels, classify=(meta.get("model") or {}).get("task") == "classify")
-    frames = _frames(rt, input_, framer, columns)
+    is_mic, is_wav = o["input_"] == "mic", Path(o["input_"]).suffix.lower() == ".wav"
+    o["frames"] = (not o["events"]) if o["frames"] is None else o["frames"]
+    _check_options(o, is_mic, is_wav)
+    rt = Runtime(o["model_path"], provider=o["provider"], threads=o["threads"],
+                 states=_pairs(o["states"], "--state") or None, constants=_constants(o["consts"]) or None,
+                 strict=o["strict_provider"])
+    framer = Framer(o["window"], o["hop"]) if o["window"] is not None else None
+    if framer is not None and rt.signature.frame_shape != (o["window"],):
+        raise InputError(f"--window {o['window']}; this model takes frames of {rt.signature.frame_shape}")
+    if is_wav:  # read first: a model without a front end runs at the file's rate
+        o["wav"] = _read_wav(rt, o)
+        o["sample_rate"] = o["sample_rate"] or o["wav"][1]
+    classify = ((rt.meta or {}).get("model") or {}).get("task") == "classify"
+    writer = Writer(o["fmt"], labels=rt.labels, classify=classify) if o["frames"] else None
+    step_seconds = _step_seconds(rt, framer, o)
+    detector = _detector(rt, classify, step_seconds, o)
+    history = _history(rt, o, is_mic, step_seconds)
     if rt.bidirectional:
+        if is_mic:
+            raise InputError("this model is bidirectional: it reads the future, so it cannot run live on a "
+                             "microphone; record a .wav file and stream that")
+        _run_offline(rt, framer, o, is_wav, _Sink(rt, None, chunk=1, writer=writer, detector=detector, history=history,
+                                                  loudness=_loudness(rt, framer)))
+    else:
+        _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history)
+
+
+def _run_offline(rt, framer, o, is_wav, sink) -> None:
+    if is_wav:
+        samples, rate = o["wav"]
+        x = _Frontend(rt, framer, rate, o["input_"]).offline(samples)
+        if sink.history is not None:
+            sink.history.add_samples(samples)
+    else:
+        frames = _frames(rt, o["input_"], framer, o["columns"])
         x = frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
-        writer.write_all(0, rt.offline(x))
-        return
-    s = rt.stream(nan_policy=nan_policy)
-    if state_file and Path(state_file).exists():
-        s.load_state(state_file)
+    sink.emit(x, rt.offline(x))
+    _finish(rt, o, sink, seconds=None)
+
+
+def _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history) -> None:
+    s = rt.stream(nan_policy=o["nan_policy"])
+    if o["state_file"] and Path(o["state_file"]).exists():
+        s.load_state(o["state_file"])
+    sink = _Sink(rt, s, chunk=o["chunk"], writer=writer, detector=detector, history=history,
+                 loudness=_loudness(rt, framer))
+    seconds, mic = None, None
     try:
-        _run(s, frames, chunk, writer)
+        if is_mic:
+            mic, seconds = _run_mic(rt, framer, sink, o)
+        elif is_wav:
+            seconds = _run_wav(rt, framer, sink, o)
+        else:
+            frames = _frames(rt, o["input_"], framer, o["columns"])
+            if isinstance(frames, np.ndarray):
+                sink.array(frames)
+            else:
+                sink.push(frames)
+                sink.flush()
     finally:
-        if state_file:
-            s.save_state(state_file)
+        if o["state_file"]:
+            s.save_state(o["state_file"])
+    _finish(rt, o, sink, seconds=seconds, mic=mic)
 
 
-def _run(s, frames, chunk: int, writer) -> None:
-    if isinstance(frames, np.ndarray):
-        for start in range(0, len(frames), chunk):
-            t0 = s.steps
-            writer.write_all(t0, s.feed(frames[start:start + chunk]))
+def _finish(rt, o, sink, *, seconds, mic=None) -> None:
+    """The plot, and the summary line on stderr (always for a microphone: what was lost)."""
+    from edgernn import streamplot
+
+    if sink.history is not None:
+        streamplot.save(o["plot"], sink.history, labels=rt.labels, classify=sink.detector is not None
+                        or ((rt.meta or {}).get("model") or {}).get("task") == "classify", title=o["input_"])
+    if mic is None and not (o["events"] or o["plot"]):
         return
-    buf = []
-    for frame in frames:  # live: a pipe sees each result as soon as its chunk is complete
-        buf.append(frame)
-        if len(buf) == chunk:
-            t0 = s.steps
-            writer.write_all(t0, s.feed(np.stack(buf)))
-            buf = []
-    if buf:
-        t0 = s.steps
-        writer.write_all(t0, s.feed(np.stack(buf)))
+    parts = [f"summary: {o['input_'] if mic is None else 'mic ' + repr(mic.device.name)}"]
+    if seconds is not None:
+        parts.append(f"{seconds:.2f} s of audio" + (f" at {mic.sample_rate} Hz" if mic else ""))
+    parts.append(f"{sink.frames} frames")
+    if sink.detector is not None:
+        parts.append(f"{sink.events} events")
+    if mic is not None:
+        parts.append(mic.snapshot().summary())
+    click.echo(", ".join(parts), err=True)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per device.")
+def devices(as_json):
+    """List the audio input devices that `edgernn stream --input mic --device` can use (* = default)."""
+    from edgernn import mic
+
+    for d in mic.input_devices():
+        if as_json:
+            click.echo(json.dumps(d.to_dict()))
+        else:
+            click.echo(f"{'*' if d.is_default else ' '} {d.index:>3}  {d.name}  ({d.channels} in, "
+                       f"{d.default_rate} Hz, {d.hostapi})")

@@ -229,13 +229,29 @@ class Stream:
         rt = self.runtime
         x = check_frames(rt, frames)
         if self._float and not np.isfinite(x).all():
-            bad = int(np.argmax(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
-            raise InputError(f"frame {self.steps + bad} holds NaN or Inf; expected finite numbers (state unchanged)")
+            return self._feed_around_bad(x)
         if not rt.signature.has_time:
             return np.stack([self.step(f) for f in x]) if len(x) else np.zeros((0, 0), np.float32)
         y, state = rt.run(x[None], self._host_state())
         self._commit(state, len(x))
         return y[0]
+
+    def _feed_around_bad(self, x: np.ndarray) -> np.ndarray:
+        """nan_policy over a chunk: raise before anything runs, or skip/reset at each bad frame
+        (its output row is NaN) and run the good stretches between them."""
+        ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if self.nan_policy == "raise":
+            bad = int(np.argmax(~ok))
+            raise InputError(f"frame {self.steps + bad} holds NaN or Inf; expected finite numbers (state unchanged)")
+        rows, start = [], 0
+        for i in np.flatnonzero(~ok).tolist() + [len(x)]:
+            if i > start:
+                rows.append(self.feed(x[start:i]))
+            if i < len(x):
+                self._bad_frame("frame holds NaN or Inf")
+                rows.append(np.full((1, self.runtime.out_size or 1), np.nan, np.float32))
+            start = i + 1
+        return np.concatenate(rows)
 
     def _step_on_device(self, x: np.ndarray) -> np.ndarray:
         """CUDA: bind the state outputs to device memory and feed them back as the next inputs,
@@ -266,11 +282,13 @@ class Stream:
         return {k: (v.numpy() if isinstance(v, ort.OrtValue) else v) for k, v in self._state.items()}
 
     def _bad_frame(self, what: str) -> bool:
-        """Apply nan_policy; True means the caller skips the frame."""
+        """Apply nan_policy; True means the caller skips the frame (it still counts as consumed,
+        so frame numbers stay those of the input)."""
         if self.nan_policy == "raise":
             raise InputError(f"frame {self.steps} {what}; expected finite numbers (state unchanged)")
         if self.nan_policy == "reset":
-            self.reset()
+            self._state = self.runtime.zero_state(1)
+        self.steps += 1
         return True
 
     def _commit(self, state: dict, n: int) -> None:
