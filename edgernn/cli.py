@@ -119,6 +119,8 @@ def _make_task(task, o):
 @click.option("--batch-size", type=int, help="Sequences per update (over all processes when data-parallel).")
 @click.option("--lr", type=float, help="Adam learning rate.")
 @click.option("--clip", type=float, help="Clip gradients to this global norm (0: off; default 1, classify 5).")
+@click.option("--lookahead", "train_lookahead", type=int, help="Bidirectional: train by the streaming rule with R frames of lookahead (exact for `stream --lookahead R`).")
+@click.option("--chunk", "train_chunk", type=int, default=1, show_default=True, help="With --lookahead: the rule's chunk C.")
 @click.option("--patience", type=int, default=0, show_default=True, help="Early stopping: validations without improvement before stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the run repeatable.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch intra-op threads; small RNNs gain little from more, and contended cores lose a lot.")
@@ -136,7 +138,9 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     from edgernn import train as train_mod
     from edgernn.errors import InputError
 
-    for name in ("steps", "epochs", "eval_every", "batch_size", "tbptt", "layers", "hidden", "threads"):
+    if o["train_lookahead"] is not None and o["train_lookahead"] < 0:
+        raise InputError(f"--lookahead {o['train_lookahead']}; expected frames >= 0")
+    for name in ("steps", "epochs", "eval_every", "batch_size", "tbptt", "layers", "hidden", "threads", "train_chunk"):
         if o.get(name) is not None and o[name] < 1:
             raise InputError(f"--{name.replace('_', '-')} {o[name]}; expected a positive integer")
     output = output or f"{task}.pt"
@@ -149,7 +153,7 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     cfg = train_mod.TrainConfig(steps=total, eval_every=min(o["eval_every"], total),
                                 batch_size=o["batch_size"] or d["batch_size"], lr=o["lr"] or d["lr"],
                                 clip=d.get("clip", 1.0) if o["clip"] is None else o["clip"], seed=o["seed"],
-                                patience=o["patience"])
+                                patience=o["patience"], lookahead=o["train_lookahead"], chunk=o["train_chunk"])
     if grad_report and spec.bidirectional:
         raise InputError("--grad-report needs a unidirectional model; expected no --bidirectional")
     if o["threads"]:
@@ -300,6 +304,11 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
     else:
         meta["export"]["parity"] = None
         export_mod.set_meta(proto, meta)
+    if loaded.model.spec.bidirectional:  # the companion graph that streams it with bounded lookahead
+        from edgernn import chunked
+
+        meta.update(chunked.write_companion(loaded.model, meta, output, opset=opset, verify=not no_verify))
+        export_mod.set_meta(proto, meta)
     if precision != "fp32":
         proto = _reduce_precision(proto, meta, precision, loaded.model.spec)
     fileio.write_bytes(output, proto.SerializeToString())
@@ -308,6 +317,8 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
     if "precision" in meta["export"]:
         p = meta["export"]["precision"]
         note += f"; {p['weights']} weights, {p['max_err_vs_fp32']:.2e} from fp32"
+    if "lookahead" in meta:
+        note += f"; lookahead companion {meta['lookahead']['file']}"
     click.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB, {note})")
     if triton_dir:
         from edgernn import triton
@@ -381,6 +392,16 @@ def verify(model_pt, model_onnx, nonlinearity):
     if not Path(model_onnx).is_file():
         raise InputError(f"{model_onnx}: no such file; expected the .onnx exported from {model_pt}")
     report = _verify(loaded.model, str(model_onnx))
+    from edgernn import lookahead
+
+    companion = lookahead.companion_path(model_onnx)
+    if loaded.model.spec.bidirectional and companion is not None and Path(companion).is_file():
+        from edgernn import chunked
+
+        r = chunked.verify_companion(loaded.model, str(companion))
+        if not r["ok"]:
+            raise ParityError(f"lookahead companion {companion}: max error {r['max_abs_err']:.3g} over tolerance")
+        click.echo(f"lookahead companion ok: max error {r['max_abs_err']:.2e}")
     click.echo(f"parity ok: max error {report['max_abs_err']:.2e} over lengths {report['lengths']} x batches "
                f"{report['batches']}" + (f", {report['steps']} carried steps" if "steps" in report else ""))
 
@@ -427,11 +448,16 @@ def generate(model_onnx, prompt, length, temperature, seed):
 @click.option("--steps", type=int, default=1000, show_default=True, help="Steps per round.")
 @click.option("--rounds", type=int, default=7, show_default=True, help="Interleaved rounds; medians are reported.")
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--lookahead", "lookaheads", multiple=True, help="Bidirectional: measure streaming at these lookaheads R (repeatable; inf allowed); --chunk is C (default 1 here).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench(model_path, streams, chunk, steps, rounds, threads, as_json):
+@click.pass_context
+def bench(ctx, model_path, streams, chunk, steps, rounds, threads, lookaheads, as_json):
     """Per-step latency against a hand-written onnxruntime loop and the call floor, and batched streams."""
     from edgernn import bench as bench_mod
     from edgernn.errors import InputError
+
+    if lookaheads:
+        return _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads, as_json)
 
     for name, v in (("streams", streams), ("chunk", chunk), ("steps", steps), ("rounds", rounds)):
         if v < 1:
@@ -450,6 +476,27 @@ def bench(model_path, streams, chunk, steps, rounds, threads, as_json):
     click.echo(f"{'contender':28s} {'µs/stream-step':>15s} {'vs raw loop':>12s}")
     for k, v in res.items():
         click.echo(f"{k:28s} {v['us']:15.2f} {v['us'] / base:12.2f}")
+
+
+def _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads, as_json):
+    """Cost and latency of latency-controlled streaming against R."""
+    from edgernn import lookahead
+    from edgernn.cli_stream import _lookahead_value
+    from edgernn.runtime import Runtime
+
+    rs = [_lookahead_value(r) for r in lookaheads]
+    c = chunk if ctx.get_parameter_source("chunk") == click.core.ParameterSource.COMMANDLINE else 1
+    rows = lookahead.sweep(Runtime(model_path, threads=threads), [None if r == float("inf") else r for r in rs],
+                           chunk=c, steps=steps, rounds=rounds)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo(f"{'R':>5} {'latency frames':>15} {'latency ms':>11} {'window frames/frame':>20} {'µs/frame':>9}")
+    for r in rows:
+        inf = r["lookahead"] is None
+        click.echo(f"{'inf' if inf else r['lookahead']:>5} {'all' if inf else r['latency_frames']:>15} "
+                   f"{'all' if inf else r['latency_ms']:>11} "
+                   f"{r['window_frames_per_frame']:20.2f} {r['us_per_frame']:9.1f}")
 
 
 from edgernn.cli_stream import devices, stream  # noqa: E402  (the torch-free streaming commands)

@@ -9,6 +9,7 @@ Classifiers can also turn their per-frame posteriors into events (edgernn.events
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -318,7 +319,8 @@ def _options(f):
         click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True, help="Execution provider."),
         click.option("--strict-provider", is_flag=True, help="Refuse to run if the provider is missing, instead of falling back to CPU."),
         click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads."),
-        click.option("--chunk", type=int, default=1, show_default=True, help="Frames per session call (output is the same)."),
+        click.option("--chunk", type=int, default=1, show_default=True, help="Frames per session call (output is the same); with --lookahead, the rule's chunk C."),
+        click.option("--lookahead", help="Bidirectional models: stream with R frames of right context (an integer, or inf); outputs lag by at most C+R-1 frames."),
         click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "text"]), default="jsonl", show_default=True, help="Output lines."),
         click.option("--column", "columns", multiple=True, help="CSV input: use these named columns as the frame (repeatable)."),
         click.option("--state", "states", multiple=True, help="Third-party model: a state pair IN=OUT (repeatable)."),
@@ -375,6 +377,9 @@ def stream(**o):
     step_seconds = _step_seconds(rt, framer, o)
     detector = _detector(rt, classify, step_seconds, o)
     history = _history(rt, o, is_mic, step_seconds)
+    if o["lookahead"] is not None:
+        _run_lookahead(rt, framer, o, is_mic, is_wav, writer)
+        return
     if rt.bidirectional:
         if is_mic:
             raise InputError("this model is bidirectional: it reads the future, so it cannot run live on a "
@@ -383,6 +388,43 @@ def stream(**o):
                                                   loudness=_loudness(rt, framer)))
     else:
         _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history)
+
+
+def _lookahead_value(text: str):
+    from edgernn.errors import InputError
+
+    if text.strip().lower() in ("inf", "infinity", "∞"):
+        return math.inf
+    try:
+        r = int(text)
+    except ValueError:
+        r = -1
+    if r < 0:
+        raise InputError(f"--lookahead {text!r}; expected a number of frames >= 0, or inf")
+    return r
+
+
+def _run_lookahead(rt, framer, o, is_mic, is_wav, writer) -> None:
+    """Latency-controlled streaming: each line's t names the input frame it belongs to."""
+    from edgernn.errors import InputError
+
+    if is_mic or o["state_file"] or o["events"] or o["plot"]:
+        raise InputError("--lookahead streams files and stdin, one line per frame; expected no --input mic, "
+                         "--state-file, --events or --plot with it")
+    s = rt.stream(lookahead=_lookahead_value(o["lookahead"]), chunk=o["chunk"], nan_policy=o["nan_policy"])
+    if is_wav:
+        samples, rate = o["wav"]
+        frames = _Frontend(rt, framer, rate, o["input_"]).offline(samples)
+    else:
+        frames = _frames(rt, o["input_"], framer, o["columns"])
+    pieces = ((frames[i:i + o["chunk"]] for i in range(0, len(frames), o["chunk"])) if isinstance(frames, np.ndarray)
+              else (np.asarray(f)[None] for f in frames))
+    out = writer or __import__("edgernn.output", fromlist=["Writer"]).Writer(o["fmt"], labels=rt.labels)
+    for piece in pieces:
+        t0 = s.emitted
+        out.write_all(t0, s.feed(piece))
+    t0 = s.emitted
+    out.write_all(t0, s.flush())
 
 
 def _run_offline(rt, framer, o, is_wav, sink) -> None:

@@ -104,8 +104,22 @@ class Runtime:
         y, _ = self.run(x[None])
         return y[0]
 
-    def stream(self, *, nan_policy: str = "raise") -> "Stream":
+    def stream(self, *, nan_policy: str = "raise", lookahead=None, chunk: int = 1):
+        """A stream. With `lookahead=R` (frames, or math.inf) and `chunk=C`, a bidirectional model
+        streams by the latency-controlled rule (edgernn.lookahead): outputs lag by at most C+R-1
+        frames; `feed` returns those that became ready and `flush` the rest."""
+        if lookahead is not None:
+            from edgernn.lookahead import LookaheadStream
+
+            return LookaheadStream(self, lookahead=lookahead, chunk=chunk, nan_policy=nan_policy)
         return Stream(self, nan_policy=nan_policy)
+
+    @functools.cached_property
+    def lookahead_companion(self):
+        """The companion graph of a bidirectional model (NAME.lookahead.onnx), loaded once."""
+        from edgernn import lookahead
+
+        return lookahead.Companion.for_runtime(self) if lookahead.has_companion(self) else None
 
     def batch(self, *, nan_policy: str = "raise"):
         """Many streams stepped in one session call (see edgernn.batch.Batch)."""

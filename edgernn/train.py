@@ -38,6 +38,8 @@ class TrainConfig:
     seed: int = 0
     weight_decay: float = 0.0
     patience: int = 0  # stop after this many validations without improvement; 0 = never
+    lookahead: int | None = None  # bidirectional: train by the chunked streaming rule with R frames of lookahead
+    chunk: int = 1  # ... and chunks of C frames (edgernn.chunked)
 
 
 def criterion(task, model: RNNModel) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
@@ -52,9 +54,23 @@ def criterion(task, model: RNNModel) -> Callable[[torch.Tensor, np.ndarray], tor
     return loss
 
 
-def _loss(task, net, model: RNNModel, x: np.ndarray, y: np.ndarray, state=None):
+def _loss(task, net, model: RNNModel, x: np.ndarray, y: np.ndarray, state=None, cfg: TrainConfig | None = None):
+    if cfg is not None and cfg.lookahead is not None:  # exactly what the runtime will compute when streaming
+        from edgernn.chunked import chunked_forward
+
+        pred = chunked_forward(model, torch.from_numpy(x), chunk=cfg.chunk, lookahead=cfg.lookahead,
+                               normalized=True, batched=True)
+        return criterion(task, model)(pred, y), None
     pred, state = net(torch.from_numpy(x), state, normalized=True)  # (N, L, outputs); net may be DDP
     return criterion(task, model)(pred, y), state
+
+
+def _predictor(model: RNNModel, cfg: TrainConfig):
+    if cfg.lookahead is not None:
+        from edgernn.chunked import chunked_predictor
+
+        return chunked_predictor(model, chunk=cfg.chunk, lookahead=cfg.lookahead)
+    return predictor(model)
 
 
 def predictor(model: RNNModel) -> Callable[[np.ndarray], np.ndarray]:
@@ -111,6 +127,9 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
     `hooks`: optional {"start": fn(model), "end": fn(model)} (gradient reports).
     """
     rank, world = _distributed()
+    if cfg.lookahead is not None and (not spec.bidirectional or world > 1):
+        raise InputError("--lookahead trains a bidirectional model by the streaming rule on one process; expected "
+                         "--bidirectional and no torchrun")
     if cfg.batch_size % world:
         raise InputError(f"--batch-size {cfg.batch_size} does not split over {world} processes; expected a multiple")
     torch.manual_seed(cfg.seed)
@@ -136,7 +155,7 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
         run["step"] += 1
         step = run["step"]
         x, y, state = batches.next(state)
-        loss, state = _loss(task, net, model, x, y, state)
+        loss, state = _loss(task, net, model, x, y, state, cfg)
         if not torch.isfinite(loss):
             raise DivergedError(f"the loss became {loss.item()} at step {step}; training stopped and the last good "
                                 "checkpoint was kept: expected a finite loss, try a lower --lr or a --clip")
@@ -149,7 +168,7 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
         running.append(loss.item())
         if step % cfg.eval_every and step != cfg.steps:
             continue
-        value, baseline = task.evaluate(predictor(model))
+        value, baseline = task.evaluate(_predictor(model, cfg))
         row = {"step": step, "train_loss": float(np.mean(running)), "val": value, "baseline": baseline,
                "clip_rate": run["clipped"] / step, "seconds": time.time() - t0}
         run["history"].append(row)
@@ -170,7 +189,7 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    value, baseline = task.evaluate(predictor(model))
+    value, baseline = task.evaluate(_predictor(model, cfg))
     metrics = {"task": task.name, "metric": task.metric, "value": value, "baseline": baseline,
                "steps": run["step"], "best_step": run["best_step"], "seconds": round(time.time() - t0, 1),
                "clip_rate": run["clipped"] / max(1, run["step"]), "processes": world}
