@@ -187,6 +187,7 @@ class Stream:
         self._names = [p.input for p in sig.states]
         self._feed = dict(sig.constants)
         self._last_y = not sig.has_time
+        self._bi, self._device, self._x_shape = runtime.bidirectional, runtime.on_device, runtime._x_shape
 
     def _refuse_bidirectional(self):
         if self.runtime.bidirectional:
@@ -205,14 +206,13 @@ class Stream:
                     return np.full(self.runtime.out_size or 1, np.nan, np.float32)
         elif not self._fshape:
             _check_tokens(self.runtime, x)
-        rt = self.runtime
-        if rt.bidirectional:
+        if self._bi:
             self._refuse_bidirectional()
-        if rt.on_device:
-            return self._step_on_device(x.reshape(rt._x_shape))
+        if self._device:
+            return self._step_on_device(x.reshape(self._x_shape))
         feed = self._feed
         feed.update(self._state)
-        feed[self._xname] = x.reshape(rt._x_shape)
+        feed[self._xname] = x.reshape(self._x_shape)
         try:
             out = self._run(self._outs, feed)
         except Exception as e:  # onnxruntime's own error types; the state was not touched
