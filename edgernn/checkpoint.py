@@ -45,7 +45,7 @@ def save(path, model: RNNModel, **info) -> None:
     fileio.write_bytes(path, buf.getvalue())
 
 
-def read(path, *, unsafe: bool = False):
+def read(path, *, unsafe: bool = False, unsafe_hint: bool = False):
     """torch.load with weights_only=True unless the user explicitly asked for `unsafe`."""
     path = Path(path)
     if not path.is_file():
@@ -62,17 +62,18 @@ def read(path, *, unsafe: bool = False):
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f"it would import {found.group(1)}" if found else "it holds objects other than tensors"
-        raise ModelFileError(f"{path}: refused to unpickle: {what}; expected a checkpoint or state_dict of tensors. "
-                             "Only if you trust this file, pass --unsafe-load") from e
+        hint = " Only if you trust this file, pass --unsafe-load" if unsafe_hint else ""
+        raise ModelFileError(f"{path}: refused to unpickle: {what}; expected a checkpoint or state_dict of tensors."
+                             + hint) from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
         raise ModelFileError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {first}); "
                              "expected a checkpoint (.pt) or a state_dict saved with torch.save") from e
 
 
-def load(path, *, unsafe: bool = False, nonlinearity: str | None = None) -> Loaded:
+def load(path, *, unsafe: bool = False, nonlinearity: str | None = None, unsafe_hint: bool = False) -> Loaded:
     """Rebuild the model from an edgernn checkpoint or a user's state_dict."""
-    obj = read(path, unsafe=unsafe)
+    obj = read(path, unsafe=unsafe, unsafe_hint=unsafe_hint)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_checkpoint(obj, path)
     if isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):

@@ -292,7 +292,7 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
         note = f"parity max error {worst:.2e}" if worst is not None else "not verified"
         click.echo(f"wrote {enc} and {dec} ({note})")
         return
-    loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity)
+    loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity, unsafe_hint=True)
     output = Path(output or Path(model_pt).with_suffix(".onnx"))
     meta = export_mod.metadata_for(loaded, opset=opset)
     proto = export_mod.build(loaded.model, meta, opset=opset)
@@ -354,7 +354,7 @@ def _reduce_precision(proto, meta, precision, spec):
 def _is_seq2seq(path, unsafe: bool = False) -> bool:
     from edgernn import checkpoint, seq2seq
 
-    return seq2seq.is_seq2seq_checkpoint(checkpoint.read(path, unsafe=unsafe))
+    return seq2seq.is_seq2seq_checkpoint(checkpoint.read(path, unsafe=unsafe, unsafe_hint=True))
 
 
 def _verify(model, onnx_model) -> dict:
@@ -391,6 +391,9 @@ def verify(model_pt, model_onnx, nonlinearity):
     loaded = checkpoint.load(model_pt, nonlinearity=nonlinearity)
     if not Path(model_onnx).is_file():
         raise InputError(f"{model_onnx}: no such file; expected the .onnx exported from {model_pt}")
+    from edgernn.runtime import Runtime
+
+    Runtime(model_onnx)  # an unreadable file is bad input (exit 2), not a parity failure
     report = _verify(loaded.model, str(model_onnx))
     from edgernn import lookahead
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -41,9 +43,14 @@ def _constants(values) -> dict:
     out = {}
     for name, text in _pairs(values, "--const").items():
         try:
-            out[name] = np.asarray(json.loads(text))
-        except ValueError:
-            raise InputError(f"--const {name}={text!r}: not a number or JSON list; expected e.g. {name}=16000") from None
+            value = json.loads(text)
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(arr.dtype.kind)
+            out[name] = value
+        except (ValueError, RecursionError, OverflowError):
+            raise InputError(f"--const {name}={text[:40]!r}: not a number or JSON list of numbers; expected e.g. "
+                             f"{name}=16000") from None
     return out
 
 
@@ -440,13 +447,22 @@ def _run_offline(rt, framer, o, is_wav, sink) -> None:
     _finish(rt, o, sink, seconds=None)
 
 
+class _Terminated(Exception):
+    """SIGTERM, raised in the main thread so the stream stops like on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
 def _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history) -> None:
     s = rt.stream(nan_policy=o["nan_policy"])
     if o["state_file"] and Path(o["state_file"]).exists():
         s.load_state(o["state_file"])
     sink = _Sink(rt, s, chunk=o["chunk"], writer=writer, detector=detector, history=history,
                  loudness=_loudness(rt, framer))
-    seconds, mic = None, None
+    seconds, mic, code = None, None, 0
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         if is_mic:
             mic, seconds = _run_mic(rt, framer, sink, o)
@@ -459,10 +475,20 @@ def _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history) -> Non
             else:
                 sink.push(frames)
                 sink.flush()
+    except KeyboardInterrupt:  # Ctrl-C: what was read is run and printed, the state saved, exit like a shell
+        code = 130
+    except _Terminated:
+        code = 143
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if code:
+            sink.flush()
         if o["state_file"]:
             s.save_state(o["state_file"])
     _finish(rt, o, sink, seconds=seconds, mic=mic)
+    if code:
+        sys.exit(code)
 
 
 def _finish(rt, o, sink, *, seconds, mic=None) -> None:

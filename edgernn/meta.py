@@ -46,6 +46,9 @@ def parse(text: str, *, source: str = "model") -> dict:
     """Parse and check the JSON; raise ModelFileError naming what is wrong."""
     try:
         meta = json.loads(text)
+    except RecursionError as e:
+        raise ModelFileError(f"{source}: the '{KEY}' metadata is nested too deeply to be real; "
+                             "re-export the model with `edgernn export`") from e
     except (TypeError, ValueError) as e:
         raise ModelFileError(f"{source}: the '{KEY}' metadata is not valid JSON ({e}); "
                              "re-export the model with `edgernn export`") from e
@@ -55,7 +58,7 @@ def parse(text: str, *, source: str = "model") -> dict:
     if missing:
         raise ModelFileError(f"{source}: the '{KEY}' metadata lacks {missing}; expected keys {list(REQUIRED)}")
     fmt = meta["format"]
-    if not isinstance(fmt, int) or fmt < 1:
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
         raise ModelFileError(f"{source}: metadata format {fmt!r}; expected an integer >= 1")
     if fmt > FORMAT:
         raise ModelFileError(f"{source}: metadata format {fmt} was written by a newer edgernn; "
@@ -78,8 +81,22 @@ def _check_io(meta: dict, source: str) -> None:
     for s in states:
         need(isinstance(s, dict) and isinstance(s.get("input"), str) and isinstance(s.get("output"), str),
              f"state entry {s!r} needs 'input' and 'output' names")
-        need(isinstance(s.get("shape"), list) and isinstance(s.get("batch_axis", 0), int),
-             f"state {s.get('input')!r} needs a 'shape' list and an integer 'batch_axis'")
+        need(isinstance(s.get("shape"), list) and all(isinstance(d, (int, str)) and not isinstance(d, bool)
+                                                      for d in s["shape"])
+             and isinstance(s.get("batch_axis"), int) and not isinstance(s.get("batch_axis"), bool),
+             f"state {s.get('input')!r} needs a 'shape' list of sizes and an integer 'batch_axis'")
+    need(isinstance(meta["model"], dict), f"'model' is a {type(meta['model']).__name__}; expected an object")
+    need(isinstance(meta["export"], dict), f"'export' is a {type(meta['export']).__name__}; expected an object")
+    need(meta["normalize"] is None or isinstance(meta["normalize"], dict), "'normalize' must be null or an object")
+    fe = meta["frontend"]
+    need(fe is None or (isinstance(fe, dict) and isinstance(fe.get("kind"), str)),
+         "'frontend' must be null or an object with a 'kind'")
+    if isinstance(fe, dict) and fe.get("kind") == "logmel":
+        missing = [k for k in ("sample_rate", "window", "hop", "mels") if k not in fe]
+        need(not missing, f"logmel frontend lacks {missing}")
+    feats = inp.get("features")
+    need(feats is None or (isinstance(feats, int) and not isinstance(feats, bool) and feats > 0),
+         f"input features {feats!r}; expected a positive integer or null")
     labels = out.get("labels")
     need(labels is None or (isinstance(labels, list) and all(isinstance(x, str) for x in labels)),
          "'labels' must be null or a list of strings")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -11,7 +12,8 @@ FORMATS = ("jsonl", "csv", "text")
 
 
 def _num(v: float) -> str:
-    return format(float(v), ".9g")  # round-trips float32 exactly
+    v = float(v)
+    return format(v, ".9g") if math.isfinite(v) else "null"  # round-trips float32; JSON has no NaN
 
 
 def softmax(y: np.ndarray) -> np.ndarray:

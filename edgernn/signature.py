@@ -55,7 +55,17 @@ class Signature:
 
 def _constant(arg, value, source: str) -> np.ndarray:
     """A constant input in the graph's dtype and, where the graph fixes it, its shape."""
-    v = np.asarray(value, dtype=_DTYPES.get(arg.type, np.float32))
+    dtype = _DTYPES.get(arg.type, np.float32)
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "biuf":
+            raise TypeError(f"{raw.dtype.kind}")
+        v = raw.astype(dtype)
+        if np.issubdtype(dtype, np.integer) and not np.array_equal(v, raw):
+            raise ValueError("not a whole number in range")
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InputError(f"constant {arg.name!r} = {str(value)[:40]!r}; expected numbers for its "
+                         f"{np.dtype(dtype).name} input ({e})") from None
     dims = _dims(arg)
     if all(isinstance(d, int) for d in dims):
         if v.size != int(np.prod(dims, dtype=np.int64)):
@@ -83,9 +93,18 @@ def _batch_axis(dims: list, name: str, source: str) -> int:
 
 def _state_pair(inp, out_name: str, source: str, shape_hint=None) -> StatePair:
     dims = _dims(inp)
-    axis = _batch_axis(dims, inp.name, source) if shape_hint is None else shape_hint[1]
-    if shape_hint is not None:
-        dims = [None if i == axis else (d if isinstance(d, int) else None) for i, d in enumerate(shape_hint[0])]
+    if shape_hint is None:
+        axis = _batch_axis(dims, inp.name, source)
+    else:  # the metadata's shape: it must agree with the graph wherever the graph fixes a dim
+        hint, axis = shape_hint
+        if len(hint) != len(dims) or not 0 <= axis < len(hint):
+            raise ModelFileError(f"{source}: metadata gives state {inp.name!r} shape {hint} with batch axis {axis}; "
+                                 f"the graph's is {dims}: the metadata contradicts the graph, re-export it")
+        for i, (h, g) in enumerate(zip(hint, dims)):
+            if i != axis and (h is None or h < 1 or (isinstance(g, int) and g != h)):
+                raise ModelFileError(f"{source}: metadata gives state {inp.name!r} shape {hint}; the graph's is "
+                                     f"{dims}: the metadata contradicts the graph, re-export it")
+        dims = [None if i == axis else h for i, h in enumerate(hint)]
     shape = tuple(None if i == axis else d for i, d in enumerate(dims))
     if any(d is None for i, d in enumerate(shape) if i != axis):
         raise ModelFileError(f"{source}: state {inp.name!r} has shape {dims}: a dim other than batch is unknown; "
@@ -124,11 +143,14 @@ def from_session(sess, *, source: str = "model", states: dict | None = None, con
         constants[k] = _constant(inputs[k], constants[k], source)
     if meta is not None and not states:
         pairs, pairing = {s["input"]: s["output"] for s in meta["states"]}, "metadata"
-        hints = {s["input"]: ([d if isinstance(d, int) else None for d in s["shape"]], s["batch_axis"]) for s in meta["states"]}
+        hints = {s["input"]: ([d if isinstance(d, int) and not isinstance(d, bool) else None for d in s["shape"]],
+                              s["batch_axis"]) for s in meta["states"]}
     elif states:
         pairs, pairing, hints = dict(states), "given", {}
     else:
         pairs, pairing, hints = _guess_pairs(inputs, outputs, set(constants)), "guessed", {}
+    if len(set(pairs.values())) != len(pairs):
+        raise ModelFileError(f"{source}: state pairs {pairs} send two states into one output; expected one output each")
     for i, o in pairs.items():
         if i not in inputs or o not in outputs:
             raise ModelFileError(f"{source}: state pair {i}->{o} is not in the graph (inputs {list(inputs)}, "
@@ -142,6 +164,9 @@ def from_session(sess, *, source: str = "model", states: dict | None = None, con
     if x_name is None or x_name not in inputs:
         raise ModelFileError(f"{source}: cannot tell the frame input among {free_in or list(inputs)}; expected exactly one "
                              "input that is neither a state (--state IN=OUT) nor a constant (--const NAME=VALUE)")
+    if y_name in pairs.values():
+        raise ModelFileError(f"{source}: the output {y_name!r} is named both y and a state output; expected y to be "
+                             "an output that is not a state")
     if y_name is None or y_name not in outputs:
         raise ModelFileError(f"{source}: no output left for y (outputs {outputs}, all paired as states); "
                              "expected at least one output that is not a state")

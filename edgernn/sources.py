@@ -36,8 +36,9 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def read_csv(path, *, width: int | None = None, columns: list[str] | None = None, dtype=np.float32) -> np.ndarray:
-    """(T, width) frames from a CSV file; a first row that is not numeric is a header."""
+def read_csv(path, *, width: int | None = None, columns: list[str] | None = None, dtype=np.float32,
+             sep: str | None = ",") -> np.ndarray:
+    """(T, width) frames from a CSV file (sep None: tabs or spaces); a first row that is not numeric is a header."""
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
@@ -45,7 +46,7 @@ def read_csv(path, *, width: int | None = None, columns: list[str] | None = None
         raise InputError(f"{path}: no such file; expected a CSV with one frame per row") from None
     except (UnicodeDecodeError, OSError) as e:
         raise InputError(f"{path}: cannot be read as text ({type(e).__name__}); expected a CSV file") from e
-    rows = [(i + 1, [f.strip().strip('"') for f in line.split(",")]) for i, line in enumerate(lines) if line.strip()]
+    rows = [(i + 1, [f.strip().strip('"') for f in line.split(sep)]) for i, line in enumerate(lines) if line.strip()]
     if not rows:
         raise InputError(f"{path}: empty; expected a CSV with one frame per row")
     header = None
@@ -77,8 +78,8 @@ def read_npy(path, *, width: int | None = None, dtype=np.float32) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{path}: no such file; expected a .npy array of frames")
     try:
-        a = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+        a = _load_npy(path)
+    except (ValueError, OSError, EOFError, SyntaxError, MemoryError) as e:
         raise InputError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:120]}); expected numbers saved "
                          "with numpy.save") from e
     if not np.issubdtype(a.dtype, np.number):
@@ -88,6 +89,24 @@ def read_npy(path, *, width: int | None = None, dtype=np.float32) -> np.ndarray:
     if a.ndim != 2 or (width is not None and a.shape[1] != width):
         raise InputError(f"{path}: array of shape {a.shape}; expected (T, {width if width is not None else 'F'})")
     return a.astype(dtype)
+
+
+def _load_npy(path) -> np.ndarray:
+    """np.load without pickles, refusing a declared size the file cannot hold before allocating it."""
+    import tokenize
+
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(f)
+        except tokenize.TokenError as e:
+            raise ValueError(f"its header does not parse ({e.args[0]})") from None
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        have = Path(path).stat().st_size - f.tell()
+        if need > have:
+            raise ValueError(f"its header declares {need} bytes of data but the file holds {have}")
+    return np.load(path, allow_pickle=False)
 
 
 def iter_lines(stream=None, *, width: int | None = None, dtype=np.float32) -> Iterator[np.ndarray]:
@@ -103,7 +122,7 @@ def read_file(path, *, width: int | None = None, columns=None, dtype=np.float32)
     """Dispatch on the extension: .csv, .npy (others are refused with what is supported)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".txt", ".tsv"):
-        return read_csv(path, width=width, columns=columns, dtype=dtype)
+        return read_csv(path, width=width, columns=columns, dtype=dtype, sep="," if suffix == ".csv" else None)
     if suffix == ".npy":
         return read_npy(path, width=width, dtype=dtype)
     raise InputError(f"{path}: unsupported input type {suffix or '(none)'!r}; expected .csv, .npy, .wav, mic or -")

@@ -169,6 +169,10 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
         if step % cfg.eval_every and step != cfg.steps:
             continue
         value, baseline = task.evaluate(_predictor(model, cfg))
+        if not math.isfinite(value) or not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise DivergedError(f"the model diverged by step {step} (validation {task.metric} {value}); training "
+                                "stopped and the last good checkpoint was kept: expected finite weights, try a lower "
+                                "--lr or a --clip")
         row = {"step": step, "train_loss": float(np.mean(running)), "val": value, "baseline": baseline,
                "clip_rate": run["clipped"] / step, "seconds": time.time() - t0}
         run["history"].append(row)

@@ -181,8 +181,6 @@ def test_sigkill_while_saving_state_leaves_a_state_that_continues_exactly(tiny_e
 
 # -- SIGINT / SIGTERM during `edgernn stream` ---------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="edgernn stream: SIGINT exits 1 ('Aborted!') and drops the frames of an "
-                                       "unfinished --chunk; SIGTERM kills it without saving --state-file")
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_flushes_saves_state_and_exits_like_a_shell(tiny_export, tmp_path, sig, code):
     """Expected: stop reading, run the frames already read (a partial --chunk too), print them,
@@ -300,8 +298,6 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
     _same_run(_ckpt(tmp_path / "full.pt"), _ckpt(out))
 
 
-@pytest.mark.xfail(strict=True, reason="train(): on_eval checkpoints weights made non-finite by the last update "
-                                       "(or with a non-finite validation) before the next loss is checked")
 @pytest.mark.parametrize("how", ["nan_weights", "huge_lr"])
 def test_a_diverged_model_never_replaces_the_last_good_checkpoint(tmp_path, monkeypatch, how):
     """A finite loss can still end in a diverged model: an infinite gradient turns the weights to

@@ -134,8 +134,6 @@ print("ok")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="a mutated .onnx reaches UnicodeDecodeError in signature.from_session and "
-                                       "onnxruntime's 'EP Error' banner on stdout (see test_hostile, not UTF-8)")
 def test_fuzz_onnx_loader_in_a_separate_process(files):
     """onnxruntime parses the bytes natively: a crash there must not take the test run with it."""
     r = subprocess.run([sys.executable, "-c", NO_TORCH + ONNX_FUZZ, str(files["onnx"]), str(files["dir"] / "f.onnx"),
@@ -168,7 +166,6 @@ def test_fuzz_state_file_loader(files):
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="sources.read_npy: tokenize.TokenError from numpy's header parser")
 def test_fuzz_npy_reader(files):
     from edgernn import sources
 
@@ -221,8 +218,6 @@ def _paths(obj, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-@pytest.mark.xfail(strict=True, reason="metadata of the wrong types or contradicting the graph crashes (see "
-                                       "test_hostile::test_bad_metadata_is_refused_in_one_line_by_every_command)")
 def test_fuzz_metadata(files):
     """The model's own metadata with one value replaced or removed, anywhere in the document:
     opening, stepping, batching and `edgernn stream` either work or fail with one line."""
@@ -333,8 +328,6 @@ def const_model(tmp_path_factory):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="--const: a JSON string, object or null, or an int beyond int64, reaches "
-                                       "np.asarray(..., dtype) in signature._constant uncaught")
 def test_fuzz_const_and_state_options(files, const_model):
     """`--const NAME=VALUE` and `--state IN=OUT` as anyone might type them."""
     from test_hostile import cli
