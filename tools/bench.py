@@ -54,16 +54,20 @@ def build_model(d: Path, *, hidden: int, layers: int, features: int, outputs: in
 
 
 def torch_loop(model, frames):
+    """What a PyTorch user steps: the bare nn.LSTM and nn.Linear (no normalisation ops, which
+    edgernn's own module adds and which would make eager PyTorch look slower than it is)."""
     import torch
 
     torch.set_num_threads(1)
     xs = torch.from_numpy(frames)
+    rnn, head = model.rnn, model.head
 
     def run():
         state = None
         with torch.no_grad():
             for f in xs:
-                _, state = model(f.view(1, 1, -1), state)
+                out, state = rnn(f.view(1, 1, -1), state)
+                head(out)
     return run
 
 
