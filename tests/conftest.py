@@ -27,28 +27,31 @@ def run_torch_free(code: str, cwd=None):
                           timeout=300)
 
 
-@pytest.fixture
-def tiny_export(tmp_path):
-    """Build, save and export a tiny model: returns (model, pt_path, onnx_path)."""
-    torch = pytest.importorskip("torch")
+def export_tiny(directory, name="m", seed=0, **spec_kwargs):
+    """Build, save and export a tiny model into `directory`: returns (model, pt_path, onnx_path)."""
+    import torch
+
     from edgernn import checkpoint
     from edgernn import export as export_mod
     from edgernn.models import RNNModel
     from edgernn.spec import ModelSpec
 
-    def make(name="m", seed=0, **spec_kwargs):
-        torch.manual_seed(seed)
-        kw = {"cell": "lstm", "features": 3, "hidden": 8, "outputs": 2, **spec_kwargs}
-        model = RNNModel(ModelSpec(**kw)).eval()
-        pt = tmp_path / f"{name}.pt"
-        checkpoint.save(pt, model, labels=None)
-        loaded = checkpoint.load(pt)
-        meta = export_mod.metadata_for(loaded, opset=17)
-        proto = export_mod.build(loaded.model, meta)
-        onnx_path = tmp_path / f"{name}.onnx"
-        onnx_path.write_bytes(proto.SerializeToString())
-        return model, pt, onnx_path
-    return make
+    torch.manual_seed(seed)
+    kw = {"cell": "lstm", "features": 3, "hidden": 8, "outputs": 2, **spec_kwargs}
+    model = RNNModel(ModelSpec(**kw)).eval()
+    pt = Path(directory) / f"{name}.pt"
+    checkpoint.save(pt, model, labels=None)
+    loaded = checkpoint.load(pt)
+    onnx_path = Path(directory) / f"{name}.onnx"
+    onnx_path.write_bytes(export_mod.build(loaded.model, export_mod.metadata_for(loaded, opset=17)).SerializeToString())
+    return model, pt, onnx_path
+
+
+@pytest.fixture
+def tiny_export(tmp_path):
+    """export_tiny into the test's tmp dir: tiny_export(cell="gru", layers=2) -> (model, pt, onnx)."""
+    pytest.importorskip("torch")
+    return lambda name="m", seed=0, **kw: export_tiny(tmp_path, name, seed, **kw)
 
 
 def pytest_configure(config):

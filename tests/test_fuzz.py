@@ -56,19 +56,12 @@ def mutated(draw, base: bytes):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A tiny LSTM's checkpoint and ONNX file, a state file, a .npy and a .wav to mutate."""
-    torch = pytest.importorskip("torch")
-    from edgernn import audio, checkpoint
-    from edgernn import export as export_mod
-    from edgernn.models import RNNModel
-    from edgernn.spec import ModelSpec
+    pytest.importorskip("torch")
+    from conftest import export_tiny
+    from edgernn import audio
 
     d = tmp_path_factory.mktemp("fuzz")
-    torch.manual_seed(0)
-    model = RNNModel(ModelSpec(cell="lstm", features=3, hidden=8, outputs=2)).eval()
-    checkpoint.save(d / "m.pt", model)
-    loaded = checkpoint.load(d / "m.pt")
-    (d / "m.onnx").write_bytes(export_mod.build(loaded.model, export_mod.metadata_for(loaded, opset=17))
-                               .SerializeToString())
+    export_tiny(d)
     rt = Runtime(d / "m.onnx")
     s = rt.stream()
     s.step(np.ones(3, np.float32))

@@ -53,18 +53,10 @@ def one_line(r) -> str:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A tiny LSTM (3 features, hidden 8, 2 outputs): its checkpoint, its ONNX file, and 20 frames."""
-    from edgernn import checkpoint
-    from edgernn import export as export_mod
-    from edgernn.models import RNNModel
-    from edgernn.spec import ModelSpec
+    from conftest import export_tiny
 
     d = tmp_path_factory.mktemp("good")
-    torch.manual_seed(0)
-    model = RNNModel(ModelSpec(cell="lstm", features=3, hidden=8, outputs=2)).eval()
-    checkpoint.save(d / "m.pt", model)
-    loaded = checkpoint.load(d / "m.pt")
-    (d / "m.onnx").write_bytes(export_mod.build(loaded.model, export_mod.metadata_for(loaded, opset=17))
-                               .SerializeToString())
+    export_tiny(d)
     xs = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
     np.save(d / "xs.npy", xs)
     return {"pt": d / "m.pt", "onnx": d / "m.onnx", "xs": xs, "npy": d / "xs.npy", "dir": d}
