@@ -299,7 +299,8 @@ def _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads,
                    f"{r['window_frames_per_frame']:20.2f} {r['us_per_frame']:9.1f}")
 
 
-from edgernn.cli_stream import devices, stream  # noqa: E402  (the torch-free streaming commands)
+from edgernn.cli_mic import devices  # noqa: E402  (the torch-free audio and streaming commands)
+from edgernn.cli_stream import stream  # noqa: E402
 from edgernn.cli_train import train  # noqa: E402
 
 main.add_command(train)

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import io
 import math
-import threading
 import warnings
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """Text generation through the torch-free runtime: char-LM sampling (one-to-many)."""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

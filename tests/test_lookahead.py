@@ -9,7 +9,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
-from torch import nn  # noqa: E402
 
 from edgernn import chunked, checkpoint  # noqa: E402
 from edgernn import export as export_mod  # noqa: E402

@@ -236,7 +236,7 @@ def test_a_gap_skips_its_frames_and_keeps_the_clock():
 def cli_command(*args, env=None):
     """(argv, env) for `edgernn ARGS` torch-free, with `devices` registered even before cli.py does."""
     code = NO_TORCH + ("from edgernn.cli import main\nif 'devices' not in main.commands:\n"
-                       "    from edgernn.cli_stream import devices\n    main.add_command(devices)\nmain()\n")
+                       "    from edgernn.cli_mic import devices\n    main.add_command(devices)\nmain()\n")
     return [sys.executable, "-c", code, *map(str, args)], dict(env or os.environ, PYTHONPATH=str(ROOT))
 
 

@@ -1,6 +1,5 @@
 """Providers: a missing accelerator falls back visibly, strict refuses, options fit the model."""
 
-import warnings
 
 import numpy as np
 import pytest
