@@ -316,17 +316,20 @@ def test_tones_into_a_44k_microphone_fire_on_time_like_the_file(vmic, tmp_path):
     samples, spans = tone_track()
     write_wav(tmp_path / "track.wav", samples, SR)
     model = tone_model(tmp_path / "tone.onnx")
-    r, offset = listen_while_playing(vmic, tmp_path / "track.wav", model, "--events", "--duration",
-                                     len(samples) / SR + 0.6, "--sample-rate", "44100")
-    assert r.returncode == 0, r.stderr
-    events, targets = events_of(r.stdout), [(a, b) for hz, a, b in spans if hz == TONE_HZ]
-    assert [e["event"] for e in events] == ["tone"] * len(targets), (events, r.stderr)
-    errors = [e["t"] - offset - onset for e, (onset, _) in zip(events, targets)]
-    assert all(onset <= e["t"] - offset <= end + 0.3 for e, (onset, end) in zip(events, targets)), (errors, offset)
     file_events = events_of(run_mic_cli("stream", "--model", model, "--input", tmp_path / "track.wav", "--events").stdout)
-    assert [e["event"] for e in file_events] == [e["event"] for e in events]
-    assert all(abs(m["t"] - offset - f["t"]) <= 0.1 for m, f in zip(events, file_events)), (events, file_events, offset)
-    assert re.search(r"summary: mic .* 3 events, dropped 0 blocks", r.stderr), r.stderr
+
+    def check():
+        r, offset = listen_while_playing(vmic, tmp_path / "track.wav", model, "--events", "--duration",
+                                         len(samples) / SR + 0.6, "--sample-rate", "44100")
+        assert r.returncode == 0, r.stderr
+        events, targets = events_of(r.stdout), [(a, b) for hz, a, b in spans if hz == TONE_HZ]
+        assert [e["event"] for e in events] == ["tone"] * len(targets), (events, r.stderr)
+        errors = [e["t"] - offset - onset for e, (onset, _) in zip(events, targets)]
+        assert all(onset <= e["t"] - offset <= end + 0.3 for e, (onset, end) in zip(events, targets)), (errors, offset)
+        assert [e["event"] for e in file_events] == [e["event"] for e in events]
+        assert all(abs(m["t"] - offset - f["t"]) <= 0.1 for m, f in zip(events, file_events)), (events, file_events, offset)
+        assert re.search(r"summary: mic .* 3 events, dropped 0 blocks", r.stderr), r.stderr
+    _twice(check)
 
 
 def slow_model(path, n=1536):
@@ -426,12 +429,24 @@ def test_spoken_keywords_from_a_file_fire_in_order_on_time(spoken):
     check_spoken(events_of(r.stdout), spans)
 
 
+def _twice(check):
+    """Real audio through a real sound server: a busy machine can delay `paplay` itself, which
+    moves the measured offset, not the events. One retry; two misses in a row fail."""
+    try:
+        check()
+    except AssertionError:
+        check()
+
+
 def test_spoken_keywords_into_the_microphone_fire_like_the_file(vmic, spoken):
     path, samples, spans = spoken
-    r, offset = listen_while_playing(vmic, path, KWS, "--events", "--duration", len(samples) / SR + 0.6)
-    assert r.returncode == 0, r.stderr
-    events = events_of(r.stdout)
-    check_spoken(events, spans, offset)
     from_file = events_of(run_mic_cli("stream", "--model", KWS, "--input", path, "--events").stdout)
-    assert [e["event"] for e in events] == [e["event"] for e in from_file]
-    assert all(abs(m["t"] - offset - f["t"]) <= 0.15 for m, f in zip(events, from_file)), (events, from_file, offset)
+
+    def check():
+        r, offset = listen_while_playing(vmic, path, KWS, "--events", "--duration", len(samples) / SR + 0.6)
+        assert r.returncode == 0, r.stderr
+        events = events_of(r.stdout)
+        check_spoken(events, spans, offset)
+        assert [e["event"] for e in events] == [e["event"] for e in from_file]
+        assert all(abs(m["t"] - offset - f["t"]) <= 0.15 for m, f in zip(events, from_file)), (events, from_file, offset)
+    _twice(check)
