@@ -6,6 +6,7 @@ Shape legend: S input samples, T output samples, K filter taps, L/M the reduced 
 
 from __future__ import annotations
 
+import io
 import math
 import numbers
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from edgernn import fileio
 from edgernn.errors import InputError
 
 _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
@@ -188,26 +190,17 @@ def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int) ->
                          "check the signal that produced them")
     rate = _check_rate(sample_rate, "sample_rate")
     pcm = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2")
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
     try:
-        # os.open with 0o666 honours the umask, so the file gets the usual permissions.
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            with wave.open(f, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(rate)
-                w.writeframes(pcm.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        fileio.write_bytes(path, buf.getvalue(), make_parents=False)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise InputError(f"{os.fspath(path)}: cannot write it ({e.strerror}); expected a "
                          "writable path in an existing directory; check the path") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:

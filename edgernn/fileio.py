@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
-def write_bytes(path, data: bytes) -> None:
+def write_bytes(path, data: bytes, *, make_parents: bool = True) -> None:
+    """Write beside the target, fsync, rename over it.
+
+    The temporary file has one fixed name per target (`.NAME.tmp`), so a device whose writer is
+    killed and restarted again and again reuses it instead of piling up leftovers; it is created
+    with the usual permissions (umask), not the 0600 of a mkstemp file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file should read like any other
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
