@@ -14,7 +14,8 @@ import threading
 
 import numpy as np
 
-from edgernn.errors import InputError, ModelFileError
+from edgernn.errors import InputError
+from edgernn.runtime import check_states
 
 
 class Batch:
@@ -184,10 +185,7 @@ class Batch:
         state = {p.input: (self._arrays[p.input] if idx is None else self._arrays[p.input][self._index(p, idx)])
                  for p in self._pairs}
         y, new = self.runtime.run(x, state)
-        for p in self._pairs:
-            if not np.isfinite(new[p.input]).all():
-                raise ModelFileError(f"state {p.input!r} became non-finite; the model diverged on this input "
-                                     "(states kept as before)")
+        check_states(new, "for one of these streams")
         for p in self._pairs:
             if idx is None:
                 self._arrays[p.input] = new[p.input]  # the session's outputs are the new stack

@@ -163,6 +163,16 @@ class Runtime:
         return statefile.model_hash(self.path)
 
 
+def check_states(state: dict, where: str) -> None:
+    """Refuse a new state holding NaN/Inf (the caller keeps the old one): a NaN once in a
+    recurrent state poisons every later output. vdot is the cheapest reduction that turns any
+    NaN/Inf into a non-finite number; the exact test runs only when it fires."""
+    for name, v in state.items():
+        if not math.isfinite(np.vdot(v, v)) and not np.isfinite(v).all():
+            raise ModelFileError(f"state {name!r} became non-finite {where}; the model diverged on this input "
+                                 "(state kept as before)")
+
+
 def _run_error(e: Exception) -> ModelFileError:
     first = str(e).strip().splitlines()[-1][:240] if str(e).strip() else type(e).__name__
     return ModelFileError(f"onnxruntime refused this input ({first}); expected frames the model accepts "
@@ -209,8 +219,6 @@ class Stream:
         self._state = runtime.zero_state(1)
         self._float = np.issubdtype(sig.dtype, np.floating)
         # The hot path, bound once: step() is a handful of attribute reads and one session call.
-        inner = getattr(runtime.session, "_sess", None)
-        self._sess_run = inner.run if inner is not None and callable(getattr(inner, "run", None)) else None
         self._run = runtime._session_run
         self._dtype, self._fshape, self._xname = sig.dtype, sig.frame_shape, sig.x
         self._outs = runtime._outputs
@@ -243,16 +251,11 @@ class Stream:
         feed = self._feed
         feed.update(self._state)
         feed[self._xname] = x.reshape(self._x_shape)
-        try:  # the binding directly when there is one: see _fast_run
-            out = self._sess_run(self._outs, feed, None) if self._sess_run else self._run(self._outs, feed)
+        try:
+            out = self._run(self._outs, feed)
         except Exception as e:  # onnxruntime's own error types; the state was not touched
             raise _run_error(e) from e
-        for v in out[1:]:
-            if not math.isfinite(np.vdot(v, v)) and not np.isfinite(v).all():
-                raise ModelFileError(f"a state became non-finite at frame {self.steps}; the model diverged on "
-                                     "this input (state kept as before)")
-        self._state = dict(zip(self._names, out[1:]))
-        self.steps += 1
+        self._commit(dict(zip(self._names, out[1:])), 1)
         y = out[0]
         return y.reshape(-1) if self._last_y else y[0, -1]
 
@@ -336,10 +339,7 @@ class Stream:
         return True
 
     def _commit(self, state: dict, n: int) -> None:
-        for name, v in state.items():
-            if not np.isfinite(v).all():
-                raise ModelFileError(f"state {name!r} became non-finite at frame {self.steps + n - 1}; "
-                                     "the model diverged on this input (state kept as before)")
+        check_states(state, f"at frame {self.steps + n - 1}")
         self._state = state
         self.steps += n
 
