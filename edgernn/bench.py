@@ -15,16 +15,11 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
-from edgernn.runtime import Runtime
+from edgernn.runtime import Runtime, open_session
 
 
 def _session(model, threads: int = 1) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return open_session(model, threads=threads)
 
 
 def floor_model(rt: Runtime) -> bytes:

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edgernn import meta as meta_mod
 from edgernn.errors import InputError, ModelFileError
@@ -54,24 +53,14 @@ def companion_path(main_path) -> Path:
     return p.with_name((p.name[:-5] if p.name.endswith(".onnx") else p.name) + SUFFIX)
 
 
-def _session(model, providers, threads: int) -> ort.InferenceSession:
-    if not isinstance(model, (bytes, bytearray)):
-        from edgernn.runtime import _load_session
-
-        return _load_session(model, providers, threads)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(bytes(model), opts, providers=providers)
-
-
 class Companion:
     """The window graph NAME.lookahead.onnx, loaded once and shared by every lookahead stream."""
 
     def __init__(self, model, *, providers=("CPUExecutionProvider",), threads: int = 1):
         """model: a path or the serialised bytes of a companion written by `edgernn export`."""
-        self.session = _session(model, list(providers), int(threads))
+        from edgernn.runtime import open_session
+
+        self.session = open_session(model, threads=int(threads), providers=providers)
         source = str(model) if not isinstance(model, (bytes, bytearray)) else "lookahead companion"
         text = self.session.get_modelmeta().custom_metadata_map.get(meta_mod.KEY)
         self.meta = meta_mod.parse(text, source=source) if text is not None else None

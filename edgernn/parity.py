@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from edgernn.models import RNNModel
+from edgernn.runtime import open_session
 
 LENGTHS = (1, 7, 300)
 BATCHES = (1, 3)
@@ -29,13 +29,6 @@ def _inputs(spec, n: int, t: int, rng: np.random.Generator):
     states = [(0.5 * rng.standard_normal((*spec.state_shape[:1], n, spec.hidden))).astype(np.float32)
               for _ in spec.state_names]
     return x, states
-
-
-def _session(onnx_model) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
 
 
 def _err(ref: np.ndarray, got: np.ndarray) -> float:
@@ -56,7 +49,7 @@ def verify(model: RNNModel, onnx_model, *, seed: int = 0, lengths=LENGTHS, batch
     """Compare the file with PyTorch; returns a report whose 'ok' says whether it passed."""
     model.eval()
     spec = model.spec
-    sess = _session(onnx_model)
+    sess = open_session(onnx_model)
     names = ["x"] + [i for i, _ in spec.state_names]
     outs = ["y"] + [o for _, o in spec.state_names]
     rng = np.random.default_rng(seed)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 TOLERANCE = {"fp32": 1e-5, "fp16": 1e-2, "int8": 1e-1}  # on |err| / max(1, |y_fp32|)
@@ -75,10 +74,9 @@ def convert(proto: onnx.ModelProto, precision: str, cell: str) -> tuple[onnx.Mod
 
 def compare(reference: bytes, variant: bytes, *, inputs: list[dict]) -> float:
     """Largest |err| / max(1, |ref|) between two graphs over the given feeds."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    a = ort.InferenceSession(reference, opts, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(variant, opts, providers=["CPUExecutionProvider"])
+    from edgernn.runtime import open_session
+
+    a, b = open_session(reference), open_session(variant)
     worst = 0.0
     for feed in inputs:
         for r, v in zip(a.run(None, feed), b.run(None, feed)):

@@ -27,23 +27,26 @@ from edgernn.errors import InputError, ModelFileError
 NAN_POLICIES = ("raise", "skip", "reset")
 
 
-def _load_session(path, chain: list, threads: int):
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such model file; expected an .onnx file written by `edgernn export`")
+def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",)) -> ort.InferenceSession:
+    """An onnxruntime session as edgernn runs them (one sequential thread pool, quiet) from a path
+    or serialized bytes; a file that cannot be loaded is a ModelFileError naming it."""
+    if not isinstance(model, (bytes, bytearray)) and not Path(model).is_file():
+        raise InputError(f"{model}: no such model file; expected an .onnx file written by `edgernn export`")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
     try:
         # onnxruntime prints some load failures to stdout; stdout belongs to the stream's output lines
         with contextlib.redirect_stdout(io.StringIO()):
-            return ort.InferenceSession(str(path), opts, providers=chain)
+            return ort.InferenceSession(source, opts, providers=list(providers))
     except Exception as e:  # onnxruntime raises its own untyped errors for unreadable graphs
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path}: onnxruntime cannot load it ({first}); expected a valid ONNX model") from e
+        name = "the model" if isinstance(model, (bytes, bytearray)) else model
+        raise ModelFileError(f"{name}: onnxruntime cannot load it ({first}); expected a valid ONNX model") from e
 
 
 def _fast_run(session):
@@ -71,7 +74,7 @@ class Runtime:
         self.path = Path(path)
         chain = providers_mod.resolve(provider, strict=strict)
         cpu_only = chain == ["CPUExecutionProvider"]
-        self.session = _load_session(path, ["CPUExecutionProvider"], int(threads))
+        self.session = open_session(path, threads=int(threads))
         try:
             self.signature, self.meta = signature.from_session(self.session, source=str(path), states=states,
                                                                constants=constants,
@@ -83,7 +86,7 @@ class Runtime:
             options = provider_options or providers_mod.default_options(provider, self.signature, fp16=fp16,
                                                                         cache_dir=cache_dir)
             chain = providers_mod.resolve(provider, strict=strict, options=options, quiet=True)
-            self.session = _load_session(path, chain, int(threads))
+            self.session = open_session(path, threads=int(threads), providers=chain)
         self.providers = self.session.get_providers()
         self._session_run = _fast_run(self.session)
         # On CUDA the stream keeps its state in device memory between steps (IO binding).
