@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import onnxruntime as ort
-
 from edgernn.errors import InputError, ProviderError
 
 NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -13,6 +11,8 @@ NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensor
 
 def available() -> list[str]:
     """Short names of the providers this onnxruntime build offers."""
+    import onnxruntime as ort  # the Python binding: not loaded by CPU-only runtimes
+
     have = set(ort.get_available_providers())
     return [short for short, full in NAMES.items() if full in have]
 
@@ -21,6 +21,8 @@ def resolve(provider: str, *, strict: bool = False, options: dict | None = None,
     """The provider list to hand onnxruntime, falling back to CPU with a warning (or refusing)."""
     if provider not in NAMES:
         raise InputError(f"provider {provider!r}; expected one of {', '.join(NAMES)}")
+    if provider == "cpu" and not options:
+        return [NAMES["cpu"]]
     have = available()
     chain = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}[provider]
     if provider not in have:

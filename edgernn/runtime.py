@@ -5,7 +5,8 @@
     y = s.step(frame)                   # (F,) -> (outputs,)
     Y = s.feed(frames)                  # (T, F) -> (T, outputs), one session call
 
-Only stdlib, numpy and onnxruntime are imported here.
+Only stdlib, numpy and onnxruntime are imported here; on the CPU, onnxruntime's C API is driven
+directly (edgernn.native) and its Python binding is not even loaded.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from edgernn import native
 from edgernn import providers as providers_mod
 from edgernn import signature
 from edgernn.errors import InputError, ModelFileError
@@ -27,19 +28,25 @@ from edgernn.errors import InputError, ModelFileError
 NAN_POLICIES = ("raise", "skip", "reset")
 
 
-def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",)) -> ort.InferenceSession:
+def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",), use_native: bool = True):
     """An onnxruntime session as edgernn runs them (one sequential thread pool, quiet) from a path
-    or serialized bytes; a file that cannot be loaded is a ModelFileError naming it."""
+    or serialized bytes; a file that cannot be loaded is a ModelFileError naming it. On the CPU it
+    is a native.NativeSession (the C API) unless use_native=False or the build does not allow it."""
     if not isinstance(model, (bytes, bytearray)) and not Path(model).is_file():
         raise InputError(f"{model}: no such model file; expected an .onnx file written by `edgernn export`")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
     source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
     try:
+        if use_native and list(providers) == ["CPUExecutionProvider"]:
+            with contextlib.suppress(native.Unsupported):
+                return native.NativeSession(source, threads=threads)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
         # onnxruntime prints some load failures to stdout; stdout belongs to the stream's output lines
         with contextlib.redirect_stdout(io.StringIO()):
             return ort.InferenceSession(source, opts, providers=list(providers))
@@ -47,6 +54,11 @@ def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",)
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         name = "the model" if isinstance(model, (bytes, bytearray)) else model
         raise ModelFileError(f"{name}: onnxruntime cannot load it ({first}); expected a valid ONNX model") from e
+
+
+def _is_ortvalue(v) -> bool:
+    """A tensor the Python binding holds (device state) rather than a numpy array."""
+    return not isinstance(v, np.ndarray) and hasattr(v, "numpy")
 
 
 def _fast_run(session):
@@ -229,6 +241,9 @@ class Stream:
         self._feed = dict(sig.constants)
         self._last_y = not sig.has_time
         self._bi, self._device, self._x_shape = runtime.bidirectional, runtime.on_device, runtime._x_shape
+        # C API sessions: after the first step fixes the shapes, steps go through preallocated
+        # buffers (native.StateLoop); None = not built yet, False = not available for this stream.
+        self._loop = None if isinstance(runtime.session, native.NativeSession) else False
 
     def _refuse_bidirectional(self):
         if self.runtime.bidirectional:
@@ -240,6 +255,8 @@ class Stream:
         x = frame if type(frame) is np.ndarray and frame.dtype == self._dtype else self._coerce(frame)
         if x.shape != self._fshape:
             x = self._reshape(x)
+        if self._loop:
+            return self._step_bound(x)
         # vdot is the cheapest reduction that turns any NaN/Inf into a non-finite number.
         if self._float:
             if not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
@@ -259,8 +276,42 @@ class Stream:
         except Exception as e:  # onnxruntime's own error types; the state was not touched
             raise _run_error(e) from e
         self._commit(dict(zip(self._names, out[1:])), 1)
+        if self._loop is None:
+            self._loop = self._state_loop(feed[self._xname], out)
         y = out[0]
         return y.reshape(-1) if self._last_y else y[0, -1]
+
+    def _step_bound(self, x: np.ndarray) -> np.ndarray:
+        """step() through the C API's preallocated buffers (see native.StateLoop). The frame is
+        checked for NaN/Inf together with the new state, after the call: the call wrote into the
+        other buffer set, so refusing the frame still leaves the state as it was."""
+        loop = self._loop
+        if not loop.frame_inside:
+            if self._float and not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
+                if self._bad_frame("frame holds NaN or Inf"):
+                    return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+            elif not self._fshape:
+                _check_tokens(self.runtime, x)
+        try:
+            y, new, flat = loop.run(x, self._state)
+        except native.NativeError as e:  # the state given was not touched
+            raise _run_error(e) from e
+        if not math.isfinite(flat.dot(flat)):  # the cheapest reduction that turns NaN/Inf non-finite
+            if loop.frame_inside and not np.isfinite(x).all():
+                if self._bad_frame("frame holds NaN or Inf"):
+                    return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+            check_states(new, f"at frame {self.steps}")
+        self._state = new
+        self.steps += 1
+        return y.reshape(-1) if self._last_y else y[0, -1]
+
+    def _state_loop(self, x: np.ndarray, out: list):
+        sig = self.runtime.signature
+        try:
+            return native.StateLoop(self.runtime.session, x_name=sig.x, x=x, constants=sig.constants,
+                                    states=[(p.input, p.output) for p in sig.states], y_name=sig.y, example=out)
+        except native.NativeError:
+            return False
 
     def _coerce(self, frame) -> np.ndarray:
         try:
@@ -314,7 +365,7 @@ class Stream:
             b.bind_cpu_input(name, value)
         for p in sig.states:
             v = self._state[p.input]
-            if isinstance(v, ort.OrtValue):
+            if _is_ortvalue(v):
                 b.bind_ortvalue_input(p.input, v)
             else:
                 b.bind_cpu_input(p.input, np.ascontiguousarray(v))
@@ -329,7 +380,7 @@ class Stream:
         return y.reshape(-1) if not sig.has_time else y[0, -1]
 
     def _host_state(self) -> dict:
-        return {k: (v.numpy() if isinstance(v, ort.OrtValue) else v) for k, v in self._state.items()}
+        return {k: (v.numpy() if _is_ortvalue(v) else v) for k, v in self._state.items()}
 
     def _bad_frame(self, what: str) -> bool:
         """Apply nan_policy; True means the caller skips the frame (it still counts as consumed,
