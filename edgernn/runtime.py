@@ -260,7 +260,7 @@ class Stream:
         # vdot is the cheapest reduction that turns any NaN/Inf into a non-finite number.
         if self._float:
             if not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
-                if self._bad_frame("frame holds NaN or Inf"):
+                if self._bad_frame("holds NaN or Inf"):
                     return np.full(self.runtime.out_size or 1, np.nan, np.float32)
         elif not self._fshape:
             _check_tokens(self.runtime, x)
@@ -288,7 +288,7 @@ class Stream:
         loop = self._loop
         if not loop.frame_inside:
             if self._float and not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
-                if self._bad_frame("frame holds NaN or Inf"):
+                if self._bad_frame("holds NaN or Inf"):
                     return np.full(self.runtime.out_size or 1, np.nan, np.float32)
             elif not self._fshape:
                 _check_tokens(self.runtime, x)
@@ -296,9 +296,9 @@ class Stream:
             y, new, flat = loop.run(x, self._state)
         except native.NativeError as e:  # the state given was not touched
             raise _run_error(e) from e
-        if not math.isfinite(flat.dot(flat)):  # the cheapest reduction that turns NaN/Inf non-finite
+        if not math.isfinite(np.vdot(flat, flat)):
             if loop.frame_inside and not np.isfinite(x).all():
-                if self._bad_frame("frame holds NaN or Inf"):
+                if self._bad_frame("holds NaN or Inf"):
                     return np.full(self.runtime.out_size or 1, np.nan, np.float32)
             check_states(new, f"at frame {self.steps}")
         self._state = new
@@ -349,7 +349,7 @@ class Stream:
             if i > start:
                 rows.append(self.feed(x[start:i]))
             if i < len(x):
-                self._bad_frame("frame holds NaN or Inf")
+                self._bad_frame("holds NaN or Inf")
                 rows.append(np.full((1, self.runtime.out_size or 1), np.nan, np.float32))
             start = i + 1
         return np.concatenate(rows)
