@@ -10,11 +10,13 @@ step; a closed stream's slot is refilled by the last one, so memory follows the 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 
 import numpy as np
 
-from edgernn.errors import InputError
+from edgernn import native
+from edgernn.errors import InputError, ModelFileError
 from edgernn.runtime import check_states
 
 
@@ -40,6 +42,11 @@ class Batch:
         self._float = np.issubdtype(sig.dtype, np.floating)
         self._x_shape = sig.frame_shape
         self._time = sig.has_time
+        # C API sessions: once every open stream has stepped twice at the same count, steps go
+        # through preallocated buffers (native.StateLoop). self._arrays is then the loop's own
+        # state dict, so it is replaced, never mutated, when streams join or leave.
+        self._native = isinstance(runtime.session, native.NativeSession)
+        self._loop, self._loop_n, self._last_n = None, -1, -1
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -57,8 +64,8 @@ class Batch:
                 if v.shape != p.zeros(1).shape:
                     raise InputError(f"state {p.input!r} of shape {v.shape}; expected {p.zeros(1).shape}")
                 new[p.input] = v
-            for p in self._pairs:
-                self._arrays[p.input] = np.concatenate([self._arrays[p.input], new[p.input]], axis=p.batch_axis)
+            self._arrays = {p.input: np.concatenate([self._arrays[p.input], new[p.input]], axis=p.batch_axis)
+                            for p in self._pairs}
             sid = next(self._next)
             self._slot[sid] = len(self._ids)
             self._ids.append(sid)
@@ -68,11 +75,13 @@ class Batch:
         with self._lock:
             slot = self._slot.pop(self._check(sid))
             last = len(self._ids) - 1
+            arrays = {}
             for p in self._pairs:
                 a = self._arrays[p.input]
                 if slot != last:  # move the last stream into the hole
                     a[self._index(p, slot)] = a[self._index(p, last)]
-                self._arrays[p.input] = a[self._index(p, slice(0, last))].copy()  # frees the old buffer
+                arrays[p.input] = a[self._index(p, slice(0, last))].copy()  # frees the old buffer
+            self._arrays = arrays
             if slot != last:
                 moved = self._ids[last]
                 self._ids[slot], self._slot[moved] = moved, slot
@@ -96,16 +105,17 @@ class Batch:
                 ids, slots, x, everyone = [ids[k] for k in keep], [slots[k] for k in keep], x[keep], False
                 if not ids:
                     return {}
-            if everyone:  # arrange the frames in slot order; the stacked states go in as they are
+            in_order = everyone and ids == self._ids  # frames given in slot order: nothing to arrange
+            if everyone and not in_order:  # arrange the frames in slot order; the states go in as they are
                 ordered = np.empty_like(x)
                 ordered[slots] = x
                 x = ordered
             if self._time:
                 x = x.reshape((len(x), 1) + self._x_shape)
-            y = self._run(None if everyone else slots, x)
+            y = self._run_all(x) if everyone else self._run(slots, x)
             if self._time:
                 y = y[:, -1]
-            if everyone:
+            if everyone and not in_order:
                 y = y[slots]
             return dict(zip(ids, y))
 
@@ -165,7 +175,7 @@ class Batch:
 
     def _finite(self, ids, slots, x):
         """None when every frame is finite, else the positions to step (after nan_policy)."""
-        if not self._float:
+        if not self._float or math.isfinite(np.vdot(x, x)):  # vdot: any NaN/Inf makes it non-finite
             return None
         ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         if ok.all():
@@ -181,17 +191,43 @@ class Batch:
         return np.flatnonzero(ok).tolist()
 
     def _run(self, slots, x):
-        idx = None if slots is None else np.asarray(slots)
-        state = {p.input: (self._arrays[p.input] if idx is None else self._arrays[p.input][self._index(p, idx)])
-                 for p in self._pairs}
+        """A subset of the streams: gather their states, run, scatter the new ones back."""
+        idx = np.asarray(slots)
+        state = {p.input: self._arrays[p.input][self._index(p, idx)] for p in self._pairs}
         y, new = self.runtime.run(x, state)
         check_states(new, "for one of these streams")
         for p in self._pairs:
-            if idx is None:
-                self._arrays[p.input] = new[p.input]  # the session's outputs are the new stack
-            else:
-                self._arrays[p.input][self._index(p, idx)] = new[p.input]
+            self._arrays[p.input][self._index(p, idx)] = new[p.input]
         return y
+
+    def _run_all(self, x):
+        """Every open stream, states in slot order: the stacked states go in as they are."""
+        n = len(self._ids)
+        if self._loop and self._loop_n == n:
+            try:
+                y, new, flat = self._loop.run(x, self._arrays)
+            except native.NativeError as e:
+                raise ModelFileError(f"onnxruntime refused this step ({e}); no state changed") from e
+            if not math.isfinite(np.vdot(flat, flat)):
+                check_states(new, "for one of these streams")
+            self._arrays = new
+            return y
+        y, new = self.runtime.run(x, self._arrays)
+        check_states(new, "for one of these streams")
+        self._arrays = new  # the session's outputs are the new stack
+        if self._native and self._last_n == n:  # the same streams twice in a row: bind them
+            self._loop, self._loop_n = self._state_loop(x, y, new), n
+        self._last_n = n
+        return y
+
+    def _state_loop(self, x, y, new):
+        sig = self.runtime.signature
+        try:
+            return native.StateLoop(self.runtime.session, x_name=sig.x, x=x, constants=sig.constants,
+                                    states=[(p.input, p.output) for p in self._pairs], y_name=sig.y,
+                                    example=[y] + [new[p.input] for p in self._pairs])
+        except native.NativeError:
+            return None
 
     @staticmethod
     def _index(p, sel):

@@ -115,7 +115,13 @@ def measure(contenders: dict[str, tuple[Callable[[], None], int]], *, rounds: in
             times[name].append((time.perf_counter() - t) / n * 1e6)
         if progress:
             progress(r + 1, rounds)
-    return {k: {"us": statistics.median(v), "min_us": min(v), "rounds": len(v)} for k, v in times.items()}
+    return {k: {"us": statistics.median(v), "min_us": min(v), "rounds": len(v), "per_round": v} for k, v in times.items()}
+
+
+def ratio(results: dict, a: str, b: str) -> float:
+    """Median over rounds of a's time / b's time in the same round: the two ran seconds apart, so
+    a machine that slows down for a while (shared cores) moves both, not the ratio."""
+    return statistics.median(x / y for x, y in zip(results[a]["per_round"], results[b]["per_round"]))
 
 
 def runtime_suite(path, *, steps: int = 1000, streams=(1, 16, 256, 1024), chunk: int = 100, rounds: int = 7,

@@ -272,10 +272,10 @@ def bench(ctx, model_path, streams, chunk, steps, rounds, threads, lookaheads, a
         click.echo(json.dumps(r, indent=2))
         return
     res = r["results"]
-    base = res["onnxruntime loop"]["us"]
     click.echo(f"{'contender':28s} {'µs/stream-step':>15s} {'vs raw loop':>12s}")
     for k, v in res.items():
-        click.echo(f"{k:28s} {v['us']:15.2f} {v['us'] / base:12.2f}")
+        click.echo(f"{k:28s} {v['us']:15.2f} {bench_mod.ratio(res, k, 'onnxruntime loop'):12.2f}")
+    click.echo("(medians over interleaved rounds; ratios are medians of the per-round ratios)")
 
 
 def _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads, as_json):

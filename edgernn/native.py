@@ -87,6 +87,7 @@ _ELEM = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: n
 _CODE = {np.dtype(t): c for c, t in _ELEM.items()}
 _TYPE_NAME = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
               9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64"}
+_CODE_OF_TYPE = {f"tensor({name})": code for code, name in _TYPE_NAME.items()}
 _ONNX_TYPE_TENSOR = 1
 _ORT_ENABLE_ALL, _ORT_SEQUENTIAL, _LOG_ERROR = 99, 0, 3
 
@@ -153,24 +154,27 @@ class _Api:
         code = _CODE.get(a.dtype)
         if code is None:
             raise NativeError(f"numpy dtype {a.dtype} is not a tensor type onnxruntime takes here")
-        shape = (_i64 * a.ndim)(*a.shape)
-        return self.out(self.CreateTensorWithDataAsOrtValue, self.cpu, a.ctypes.data, a.nbytes, shape, a.ndim, code)
+        value = _vp()
+        status = self.CreateTensorWithDataAsOrtValue(self.cpu, a.__array_interface__["data"][0], a.nbytes,
+                                                     (_i64 * a.ndim)(*a.shape), a.ndim, code, C.byref(value))
+        if status:
+            self.check(status)
+        return value.value
 
-    def to_numpy(self, value) -> np.ndarray:
-        """Copy a tensor OrtValue onnxruntime allocated into a numpy array."""
-        info = self.out(self.GetTensorTypeAndShape, value)
+    def to_numpy(self, value, dtype) -> np.ndarray:
+        """Copy a tensor OrtValue onnxruntime allocated (of a known dtype) into a numpy array."""
+        info, n, ptr = _vp(), _sz(), _vp()
+        self.check(self.GetTensorTypeAndShape(value, C.byref(info)))
         try:
-            code = self.out(self.GetTensorElementType, info, kind=C.c_int)
-            n = self.out(self.GetDimensionsCount, info, kind=_sz)
-            dims = (_i64 * n)()
-            self.check(self.GetDimensions(info, dims, n))
+            self.check(self.GetDimensionsCount(info, C.byref(n)))
+            dims = (_i64 * n.value)()
+            self.check(self.GetDimensions(info, dims, n.value))
         finally:
             self.ReleaseTensorTypeAndShapeInfo(info)
-        if code not in _ELEM:
-            raise NativeError(f"output of element type {_TYPE_NAME.get(code, code)} is not supported here")
-        a = np.empty(tuple(dims), _ELEM[code])
+        a = np.empty(tuple(dims), dtype)
         if a.nbytes:
-            C.memmove(a.ctypes.data, self.out(self.GetTensorMutableData, value), a.nbytes)
+            self.check(self.GetTensorMutableData(value, C.byref(ptr)))
+            C.memmove(a.__array_interface__["data"][0], ptr.value, a.nbytes)
         return a
 
 
@@ -246,7 +250,10 @@ class NativeSession:
         self._inputs = self._args(a.SessionGetInputCount, a.SessionGetInputName, a.SessionGetInputTypeInfo)
         self._outputs = self._args(a.SessionGetOutputCount, a.SessionGetOutputName, a.SessionGetOutputTypeInfo)
         self._output_names = [o.name for o in self._outputs]
+        self._dtypes = {o.name: _ELEM[_CODE_OF_TYPE[o.type]] for o in self._outputs}
         self._names: dict[str, bytes] = {}
+        self._shaped: dict = {}  # call shape -> _Shaped, for shapes seen twice
+        self._seen: dict = {}
 
     def _args(self, count, name, type_info) -> list[Arg]:
         a, out = self._api, []
@@ -306,10 +313,45 @@ class NativeSession:
         return b
 
     def run(self, output_names, feed: dict, run_options=None) -> list[np.ndarray]:
-        """InferenceSession.run: numpy in, numpy out (outputs allocated by onnxruntime, copied)."""
+        """InferenceSession.run: numpy in, numpy out.
+
+        A foreign call through ctypes costs about a microsecond, and an ordinary run makes some
+        twenty (create each input, run, read each output's shape, copy, release), so a call shape
+        seen before runs through a binding instead: its inputs are copied into buffers bound once,
+        ONE call runs it, its outputs are copied out (see _Shaped)."""
+        outs = tuple(output_names or self._output_names)
+        key = (outs, tuple((k, np.shape(v), getattr(v, "dtype", None)) for k, v in feed.items()))
+        shaped = self._shaped.get(key)
+        if shaped is not None:
+            got = shaped.run(feed)
+            if got is not None:
+                return got
+            if shaped.broken:
+                del self._shaped[key]
+        result = self._run_once(outs, feed)
+        if shaped is None and self._seen.get(key, 0) >= 1:
+            self._bind_shape(key, feed, outs, result)
+        else:
+            if len(self._seen) > 64:  # shapes that come once (variable-length feeds) are not kept
+                self._seen.clear()
+            self._seen[key] = self._seen.get(key, 0) + 1
+        return result
+
+    def _bind_shape(self, key, feed: dict, outs, result: list) -> None:
+        if sum(np.asarray(v).nbytes for v in feed.values()) + sum(r.nbytes for r in result) > _SHAPED_BYTES:
+            return
+        with _lock:
+            if len(self._shaped) >= _SHAPED_MAX:
+                self._shaped.pop(next(iter(self._shaped)))
+            try:
+                self._shaped[key] = _Shaped(self, feed, dict(zip(outs, result)))
+            except NativeError:
+                pass
+
+    def _run_once(self, outs, feed: dict) -> list[np.ndarray]:
         a = self._api
-        outs = list(output_names or self._output_names)
-        arrays = [np.ascontiguousarray(v) for v in feed.values()]  # alive until the call returns
+        arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous else np.ascontiguousarray(v)
+                  for v in feed.values()]  # alive until the call returns
         in_names = (_cp * len(arrays))(*[self._name(k) for k in feed])
         in_vals = (_vp * len(arrays))()
         out_names = (_cp * len(outs))(*[self._name(k) for k in outs])
@@ -318,9 +360,9 @@ class NativeSession:
             for i, arr in enumerate(arrays):
                 in_vals[i] = a.tensor(arr)
             a.check(a.Run(self._ptr, None, in_names, in_vals, len(arrays), out_names, len(outs), out_vals))
-            return [a.to_numpy(v) for v in out_vals]
+            return [a.to_numpy(v, self._dtypes.get(k) or _ELEM[1]) for k, v in zip(outs, out_vals)]
         finally:
-            for v in list(in_vals) + list(out_vals):
+            for v in (*in_vals, *out_vals):
                 if v:
                     a.ReleaseValue(v)
 
@@ -358,6 +400,37 @@ class Bound:
         status = self._run(*self._args)
         if status:
             self._check(status)
+
+
+_SHAPED_MAX = 8  # bound call shapes kept per session
+_SHAPED_BYTES = 8 << 20  # inputs and outputs of a bound shape, at most
+
+
+class _Shaped:
+    """One call shape of NativeSession.run, bound: input buffers, output buffers, one Bound. A
+    thread that finds it busy (another thread inside) runs the ordinary way instead."""
+
+    def __init__(self, session: NativeSession, feed: dict, example: dict):
+        self.inputs = {k: np.empty(np.shape(v), np.asarray(v).dtype) for k, v in feed.items()}
+        self.outputs = {k: np.empty_like(v) for k, v in example.items()}
+        self.call = session.bind(self.inputs, self.outputs)
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def run(self, feed: dict) -> list[np.ndarray] | None:
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            for buf, v in zip(self.inputs.values(), feed.values()):
+                buf[...] = v
+            try:
+                self.call()
+            except NativeError:  # an output whose shape depends on the values: not bindable
+                self.broken = True
+                return None
+            return [o.copy() for o in self.outputs.values()]
+        finally:
+            self.lock.release()
 
 
 def _release(a: _Api, owned: list) -> None:

@@ -151,8 +151,8 @@ def plot(path: Path, results: dict, streams: list[int]) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="smoke-test sizes (CI): tiny model, few steps")
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--out", type=Path, help="folder for table.md, bench.json, streams.png")
     a = ap.parse_args(argv)
     hidden, layers, features, steps, streams = 128, 2, 40, a.steps, [1, 16, 256, 1024]
@@ -168,6 +168,7 @@ def main(argv=None):
         c = {"edgernn step": (bench.edgernn_step_loop(rt, frames), steps),
              "onnxruntime loop": (bench.raw_step_loop(sess, rt, frames), steps),
              "onnxruntime floor": (bench.raw_step_loop(floor, rt, frames), steps),
+             "edgernn floor": (bench.edgernn_step_loop(bench.floor_runtime(rt, tmp), frames), steps),
              "pytorch eager": (torch_loop(model, frames), steps),
              "edgernn feed chunk=100": (bench.chunk_loop(rt, frames, 100), steps)}
         skipped = {}
@@ -181,10 +182,12 @@ def main(argv=None):
         for n in streams[1:]:
             c[f"batch {n} streams"] = (bench.batch_loop(rt, short, n), len(short) * n)
             c[f"raw batched {n}"] = (bench.raw_batch_loop(sess, rt, short, n), len(short) * n)
+        many = streams[-2] if len(streams) > 2 else streams[-1]
+        c[f"batch {many} streams int8"] = (bench.batch_loop(Runtime(paths["int8"]), short, many), len(short) * many)
         res = bench.measure(c, rounds=rounds, progress=lambda r, n: print(f"round {r}/{n}", file=sys.stderr))
         foot = footprint(paths["fp32"], features, repeats=2 if a.small else 5)
         sizes = {p: paths[p].stat().st_size for p in paths}
-    report = _report(res, foot, sizes, skipped, streams, hidden, layers, features)
+    report = _report(res, foot, sizes, skipped, streams, hidden, layers, features, many)
     print(report["table"])
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
@@ -193,28 +196,38 @@ def main(argv=None):
         plot(a.out / "streams.png", res, streams)
 
 
-def _report(res, foot, sizes, skipped, streams, hidden, layers, features) -> dict:
+def _report(res, foot, sizes, skipped, streams, hidden, layers, features, many) -> dict:
     us = {k: v["us"] for k, v in res.items()}
-    step = us["edgernn step"]
-    ratios = {"step / onnxruntime loop": step / us["onnxruntime loop"],
-              "step / onnxruntime floor": step / us["onnxruntime floor"],
-              "pytorch eager / step": us["pytorch eager"] / step}
+
+    def r(a, b):
+        return bench.ratio(res, a, b)
+
+    ratios = {"step / onnxruntime loop": r("edgernn step", "onnxruntime loop"),
+              "step / onnxruntime floor": r("edgernn step", "onnxruntime floor"),
+              "step / edgernn floor": r("edgernn step", "edgernn floor"),
+              "pytorch eager / step": r("pytorch eager", "edgernn step")}
     if "openvino stateful" in us:
-        ratios["openvino stateful / step"] = us["openvino stateful"] / step
+        ratios["openvino stateful / step"] = r("openvino stateful", "edgernn step")
     for n in streams[1:]:
-        ratios[f"batch {n} / raw batched {n}"] = us[f"batch {n} streams"] / us[f"raw batched {n}"]
+        ratios[f"batch {n} / raw batched {n}"] = r(f"batch {n} streams", f"raw batched {n}")
+    # one core stepping `many` streams at 100 frames a second: how many keep up in real time
+    capacity = {f"fp32, {many} at a time": 1e6 / (us[f"batch {many} streams"] * 100),
+                f"int8, {many} at a time": 1e6 / (us[f"batch {many} streams int8"] * 100)}
     lines = [f"LSTM {layers}x{hidden}, {features} features, one thread; {platform.processor() or platform.machine()}, "
              f"{platform.python_version()}; medians of interleaved rounds", "",
              "| contender | µs per stream-step |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.2f} |" for k, v in us.items()]
     lines += [f"| {k} | skipped: {why} |" for k, why in skipped.items()]
-    lines += ["", "| ratio | value |", "| --- | ---: |"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    lines += ["", "| ratio (median of per-round ratios) | value |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    lines += ["", "| real-time 100 Hz streams per core | streams |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in capacity.items()]
     lines += ["", f"model file: fp32 {sizes['fp32'] / 1024:.0f} KiB, fp16 {sizes['fp16'] / 1024:.0f} KiB, "
               f"int8 {sizes['int8'] / 1024:.0f} KiB",
               f"runtime-only process: {foot['edgernn']['rss_mb']:.1f} MB resident, started in "
               f"{foot['edgernn']['start_s']:.3f} s; bare onnxruntime: {foot['onnxruntime']['rss_mb']:.1f} MB, "
               f"{foot['onnxruntime']['start_s']:.3f} s (ratio {foot['rss_ratio']:.2f})"]
-    return {"us": us, "ratios": ratios, "footprint": foot, "sizes": sizes, "skipped": skipped, "table": "\n".join(lines)}
+    return {"us": us, "ratios": ratios, "streams_per_core": capacity, "footprint": foot, "sizes": sizes, "skipped": skipped, "table": "\n".join(lines)}
 
 
 if __name__ == "__main__":
