@@ -187,3 +187,83 @@ def test_edgernn_native_0_uses_the_python_binding(tiny_export):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["InferenceSession", "False"]
+
+
+def test_repeated_call_shapes_bind_and_stay_exact(tiny_export):
+    """The second call of a shape binds it; bound calls equal the binding's numbers, return fresh
+    arrays, and a shape that stops fitting is dropped, not wrong."""
+    _, _, path = tiny_export(cell="lstm", layers=2)
+    nat, ref = open_session(str(path)), _binding(path)
+    rng = np.random.default_rng(5)
+    kept = []
+    for i in range(6):
+        feed = {"x": rng.standard_normal((2, 7, 3)).astype(np.float32),
+                "h0": rng.standard_normal((2, 2, 8)).astype(np.float32),
+                "c0": rng.standard_normal((2, 2, 8)).astype(np.float32)}
+        got = nat.run(None, feed)
+        kept.append((got, ref.run(None, feed)))
+    assert len(nat._shaped) == 1
+    for got, want in kept:  # earlier results were not overwritten by later bound calls
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_value_dependent_output_shapes_fall_back(tmp_path):
+    """NonZero's output length depends on the values: the bound call refuses, the ordinary one runs."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nz",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [1, "n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    nat = open_session(model.SerializeToString())
+    for x in ([1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]):
+        got = nat.run(None, {"x": np.array(x, np.float32)})[0]
+        np.testing.assert_array_equal(got, np.nonzero(np.array(x))[0][None])
+
+
+def test_threads_sharing_a_bound_shape_get_their_own_answers(tiny_export):
+    import threading
+
+    _, _, path = tiny_export()
+    rt = Runtime(path)
+    rng = np.random.default_rng(6)
+    inputs = [rng.standard_normal((50, 5, 3)).astype(np.float32) for _ in range(4)]
+    want = [[rt.offline(chunk) for chunk in xs] for xs in inputs]
+    errors = []
+
+    def work(k):
+        try:
+            for chunk, w in zip(inputs[k], want[k]):
+                np.testing.assert_allclose(rt.offline(chunk), w, atol=1e-6)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_batch_binds_its_stacked_states_and_matches_single_streams(tiny_export):
+    _, _, path = tiny_export(cell="gru", layers=2)
+    rt = Runtime(path)
+    rng = np.random.default_rng(7)
+    b = rt.batch()
+    ids = [b.open() for _ in range(5)]
+    alone = {i: rt.stream() for i in ids}
+    for step in range(30):
+        if step == 12:  # one leaves, one joins: the binding is rebuilt for the new count
+            b.close(ids[1])
+            del alone[ids[1]]
+            ids = [i for i in ids if i != ids[1]] + [b.open()]
+            alone[ids[-1]] = rt.stream()
+        frames = {i: rng.standard_normal(3).astype(np.float32) for i in reversed(ids)}
+        got = b.step(frames)
+        for i in ids:
+            np.testing.assert_allclose(got[i], alone[i].step(frames[i]), atol=2e-6)
+    assert b._loop and b._loop_n == 5
