@@ -253,7 +253,7 @@ class NativeSession:
         self._dtypes = {o.name: _ELEM[_CODE_OF_TYPE[o.type]] for o in self._outputs}
         self._names: dict[str, bytes] = {}
         self._shaped: dict = {}  # call shape -> _Shaped, for shapes seen twice
-        self._seen: dict = {}
+        self._seen: dict = {}  # call shape -> times run the ordinary way; -1: not bindable
 
     def _args(self, count, name, type_info) -> list[Arg]:
         a, out = self._api, []
@@ -326,15 +326,19 @@ class NativeSession:
             got = shaped.run(feed)
             if got is not None:
                 return got
-            if shaped.broken:
-                del self._shaped[key]
+            if shaped.broken:  # never bound again
+                with _lock:
+                    self._shaped.pop(key, None)
+                    self._seen[key] = -1
         result = self._run_once(outs, feed)
         if shaped is None and self._seen.get(key, 0) >= 1:
             self._bind_shape(key, feed, outs, result)
         else:
-            if len(self._seen) > 64:  # shapes that come once (variable-length feeds) are not kept
-                self._seen.clear()
-            self._seen[key] = self._seen.get(key, 0) + 1
+            with _lock:
+                if len(self._seen) > 64:  # shapes that come once (variable-length feeds) are not kept
+                    self._seen = {k: n for k, n in self._seen.items() if n < 0}
+                if self._seen.get(key, 0) >= 0:
+                    self._seen[key] = self._seen.get(key, 0) + 1
         return result
 
     def _bind_shape(self, key, feed: dict, outs, result: list) -> None:

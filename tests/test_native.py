@@ -222,6 +222,7 @@ def test_value_dependent_output_shapes_fall_back(tmp_path):
     for x in ([1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]):
         got = nat.run(None, {"x": np.array(x, np.float32)})[0]
         np.testing.assert_array_equal(got, np.nonzero(np.array(x))[0][None])
+    assert not nat._shaped and -1 in nat._seen.values()  # found out once, not bound again
 
 
 def test_threads_sharing_a_bound_shape_get_their_own_answers(tiny_export):
