@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
-from edgernn.runtime import Runtime, open_session
+from edgernn.native import open_session
+from edgernn.runtime import Runtime
 
 
 def _session(model, threads: int = 1) -> ort.InferenceSession:

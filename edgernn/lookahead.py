@@ -58,7 +58,7 @@ class Companion:
 
     def __init__(self, model, *, providers=("CPUExecutionProvider",), threads: int = 1):
         """model: a path or the serialised bytes of a companion written by `edgernn export`."""
-        from edgernn.runtime import open_session
+        from edgernn.native import open_session
 
         self.session = open_session(model, threads=int(threads), providers=providers)
         source = str(model) if not isinstance(model, (bytes, bytearray)) else "lookahead companion"

@@ -1,213 +1,75 @@
-"""onnxruntime's C API through ctypes: a CPU session without the Python binding.
+"""onnxruntime sessions as edgernn opens them: on the CPU through the C API, not the Python binding.
 
 Why: a streaming step of a small LSTM is mostly call overhead. The Python binding converts every
-input and output between numpy and onnxruntime on each call; through the C API a stream binds its
-frame, output and two sets of state buffers once and each step is ONE foreign call that writes
-into them (the state ping-pongs between the two sets). On the reference LSTM that takes about a
-fifth off a step (tools/bench.py). A runtime-only process also never loads the Python binding,
-so it is smaller than a bare onnxruntime process.
+input and output between numpy and onnxruntime on each call; through the C API (edgernn.ortapi)
+a stream binds its frame, output and two sets of state buffers once and each step is ONE foreign
+call that writes into them (the state ping-pongs between the two sets). On the reference LSTM
+that takes about a fifth off a step (tools/bench.py). A runtime-only process also never loads
+the Python binding, so it is smaller than a bare onnxruntime process.
 
-The library is the `libonnxruntime` shipped inside the onnxruntime wheel, the same version as the
-binding. Only CPU sessions go this way; anything this module does not cover (no library in the
-wheel, an old API, non-tensor or string inputs, accelerators) uses the Python binding instead.
-`EDGERNN_NATIVE=0` turns it off.
-
-The function table below is the stable, append-only OrtApi layout (index = slot in the struct);
-tests/test_native.py checks it against onnxruntime_c_api.h when the headers are at hand.
+Only CPU sessions go this way; anything the C path does not cover (no library in the wheel, an
+old API, non-tensor or string inputs, accelerators) uses the Python binding instead, and
+`EDGERNN_NATIVE=0` turns the C path off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as C
-import functools
-import glob
-import importlib.util
+import io
 import os
 import threading
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-API_VERSION = 11  # the oldest OrtApi with every function used here (onnxruntime >= 1.11)
+from edgernn.errors import InputError, ModelFileError
+from edgernn.ortapi import (CODE_OF_TYPE, ELEM, LOG_ERROR, ONNX_TYPE_TENSOR, ORT_ENABLE_ALL, ORT_SEQUENTIAL,
+                            TYPE_NAME, Api, NativeError, Unsupported, api, available, cp, i64, lock, sz, vp)
 
-_vp, _sz, _i64, _cp = C.c_void_p, C.c_size_t, C.c_int64, C.c_char_p
-_P = C.POINTER
-# name: (slot in OrtApi, return type, argument types); every OrtStatus* comes back as a void pointer
-_TABLE = {
-    "GetErrorMessage": (2, _cp, [_vp]),
-    "CreateEnv": (3, _vp, [C.c_int, _cp, _P(_vp)]),
-    "CreateSession": (7, _vp, [_vp, _cp, _vp, _P(_vp)]),
-    "CreateSessionFromArray": (8, _vp, [_vp, _vp, _sz, _vp, _P(_vp)]),
-    "Run": (9, _vp, [_vp, _vp, _P(_cp), _P(_vp), _sz, _P(_cp), _sz, _P(_vp)]),
-    "CreateSessionOptions": (10, _vp, [_P(_vp)]),
-    "SetSessionExecutionMode": (13, _vp, [_vp, C.c_int]),
-    "SetSessionLogSeverityLevel": (22, _vp, [_vp, C.c_int]),
-    "SetSessionGraphOptimizationLevel": (23, _vp, [_vp, C.c_int]),
-    "SetIntraOpNumThreads": (24, _vp, [_vp, C.c_int]),
-    "SetInterOpNumThreads": (25, _vp, [_vp, C.c_int]),
-    "SessionGetInputCount": (30, _vp, [_vp, _P(_sz)]),
-    "SessionGetOutputCount": (31, _vp, [_vp, _P(_sz)]),
-    "SessionGetInputTypeInfo": (33, _vp, [_vp, _sz, _P(_vp)]),
-    "SessionGetOutputTypeInfo": (34, _vp, [_vp, _sz, _P(_vp)]),
-    "SessionGetInputName": (36, _vp, [_vp, _sz, _vp, _P(_vp)]),
-    "SessionGetOutputName": (37, _vp, [_vp, _sz, _vp, _P(_vp)]),
-    "CreateTensorWithDataAsOrtValue": (49, _vp, [_vp, _vp, _sz, _P(_i64), _sz, C.c_int, _P(_vp)]),
-    "GetTensorMutableData": (51, _vp, [_vp, _P(_vp)]),
-    "CastTypeInfoToTensorInfo": (55, _vp, [_vp, _P(_vp)]),
-    "GetOnnxTypeFromTypeInfo": (56, _vp, [_vp, _P(C.c_int)]),
-    "GetTensorElementType": (60, _vp, [_vp, _P(C.c_int)]),
-    "GetDimensionsCount": (61, _vp, [_vp, _P(_sz)]),
-    "GetDimensions": (62, _vp, [_vp, _P(_i64), _sz]),
-    "GetSymbolicDimensions": (63, _vp, [_vp, _P(_cp), _sz]),
-    "GetTensorTypeAndShape": (65, _vp, [_vp, _P(_vp)]),
-    "CreateCpuMemoryInfo": (69, _vp, [C.c_int, C.c_int, _P(_vp)]),
-    "AllocatorFree": (76, _vp, [_vp, _vp]),
-    "GetAllocatorWithDefaultOptions": (78, _vp, [_P(_vp)]),
-    "ReleaseStatus": (93, None, [_vp]),
-    "ReleaseSession": (95, None, [_vp]),
-    "ReleaseValue": (96, None, [_vp]),
-    "ReleaseTypeInfo": (98, None, [_vp]),
-    "ReleaseTensorTypeAndShapeInfo": (99, None, [_vp]),
-    "ReleaseSessionOptions": (100, None, [_vp]),
-    "SessionGetModelMetadata": (111, _vp, [_vp, _P(_vp)]),
-    "ModelMetadataLookupCustomMetadataMap": (116, _vp, [_vp, _vp, _cp, _P(_vp)]),
-    "ReleaseModelMetadata": (118, None, [_vp]),
-    "ModelMetadataGetCustomMetadataMapKeys": (123, _vp, [_vp, _vp, _P(_vp), _P(_i64)]),
-    "RunWithBinding": (133, _vp, [_vp, _vp, _vp]),
-    "CreateIoBinding": (134, _vp, [_vp, _P(_vp)]),
-    "ReleaseIoBinding": (135, None, [_vp]),
-    "BindInput": (136, _vp, [_vp, _cp, _vp]),
-    "BindOutput": (137, _vp, [_vp, _cp, _vp]),
-}
-
-# ONNX tensor element types <-> numpy
-_ELEM = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
-         9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
-_CODE = {np.dtype(t): c for c, t in _ELEM.items()}
-_TYPE_NAME = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
-              9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64"}
-_CODE_OF_TYPE = {f"tensor({name})": code for code, name in _TYPE_NAME.items()}
-_ONNX_TYPE_TENSOR = 1
-_ORT_ENABLE_ALL, _ORT_SEQUENTIAL, _LOG_ERROR = 99, 0, 3
+__all__ = ["NativeError", "Unsupported", "available", "open_session", "fast_run", "NativeSession", "Bound",
+           "StateLoop"]
 
 
-class NativeError(RuntimeError):
-    """onnxruntime refused a call; the message is onnxruntime's own."""
-
-
-class Unsupported(Exception):
-    """This model or build is not for the C path; use the Python binding."""
-
-
-def _library_path() -> str | None:
-    """The shared library inside the installed onnxruntime package, found without importing it."""
-    spec = importlib.util.find_spec("onnxruntime")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        for pattern in ("libonnxruntime.so*", "libonnxruntime*.dylib", "onnxruntime.dll"):
-            found = sorted(p for p in glob.glob(os.path.join(root, "capi", pattern)) if "providers" not in p)
-            if found:
-                return found[-1]
-    return None
-
-
-class _Api:
-    """The function table, the process-wide environment and the CPU memory description."""
-
-    def __init__(self, path: str):
-        lib = C.CDLL(path)
-        lib.OrtGetApiBase.restype = _vp
-        base = C.cast(lib.OrtGetApiBase(), _P(_vp))
-        api = C.CFUNCTYPE(_vp, C.c_uint32)(base[0])(API_VERSION)
-        if not api:
-            raise Unsupported(f"{path} has no OrtApi version {API_VERSION}")
-        self.version = C.CFUNCTYPE(_cp)(base[1])().decode()
-        table = C.cast(api, _P(_vp))
-        self.lib = lib  # keeps the library loaded
-        for name, (slot, res, args) in _TABLE.items():
-            setattr(self, name, C.CFUNCTYPE(res, *args)(table[slot]))
-        self.env = self.out(self.CreateEnv, _LOG_ERROR, b"edgernn")
-        self.cpu = self.out(self.CreateCpuMemoryInfo, 1, 0)  # arena allocator, default memory
-        self.allocator = self.out(self.GetAllocatorWithDefaultOptions)
-
-    def check(self, status) -> None:
-        if status:
-            message = self.GetErrorMessage(status).decode("utf-8", "replace")
-            self.ReleaseStatus(status)
-            raise NativeError(message)
-
-    def out(self, fn, *args, kind=_vp):
-        """Call an OrtApi function whose last argument is an out-pointer; return what it wrote."""
-        value = kind()
-        self.check(fn(*args, C.byref(value)))
-        return value.value
-
-    def string(self, ptr) -> str:
-        """A char* onnxruntime allocated for us: read it, then give it back."""
-        try:
-            return C.string_at(ptr).decode("utf-8")
-        finally:
-            self.AllocatorFree(self.allocator, ptr)
-
-    def tensor(self, a: np.ndarray) -> int:
-        """An OrtValue over `a`'s memory (no copy): `a` must outlive it and stay C-contiguous."""
-        code = _CODE.get(a.dtype)
-        if code is None:
-            raise NativeError(f"numpy dtype {a.dtype} is not a tensor type onnxruntime takes here")
-        value = _vp()
-        status = self.CreateTensorWithDataAsOrtValue(self.cpu, a.__array_interface__["data"][0], a.nbytes,
-                                                     (_i64 * a.ndim)(*a.shape), a.ndim, code, C.byref(value))
-        if status:
-            self.check(status)
-        return value.value
-
-    def to_numpy(self, value, dtype) -> np.ndarray:
-        """Copy a tensor OrtValue onnxruntime allocated (of a known dtype) into a numpy array."""
-        info, n, ptr = _vp(), _sz(), _vp()
-        self.check(self.GetTensorTypeAndShape(value, C.byref(info)))
-        try:
-            self.check(self.GetDimensionsCount(info, C.byref(n)))
-            dims = (_i64 * n.value)()
-            self.check(self.GetDimensions(info, dims, n.value))
-        finally:
-            self.ReleaseTensorTypeAndShapeInfo(info)
-        a = np.empty(tuple(dims), dtype)
-        if a.nbytes:
-            self.check(self.GetTensorMutableData(value, C.byref(ptr)))
-            C.memmove(a.__array_interface__["data"][0], ptr.value, a.nbytes)
-        return a
-
-
-_lock = threading.Lock()
-
-
-@functools.lru_cache(maxsize=1)
-def _api_or_reason():
-    if os.environ.get("EDGERNN_NATIVE", "1") == "0":
-        return None, "EDGERNN_NATIVE=0"
-    path = _library_path()
-    if path is None:
-        return None, "the onnxruntime package ships no libonnxruntime"
+def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",), use_native: bool = True):
+    """An onnxruntime session as edgernn runs them (one sequential thread pool, quiet) from a path
+    or serialized bytes; a file that cannot be loaded is a ModelFileError naming it. On the CPU it
+    is a NativeSession (the C API) unless use_native=False or the build does not allow it."""
+    if not isinstance(model, (bytes, bytearray)) and not Path(model).is_file():
+        raise InputError(f"{model}: no such model file; expected an .onnx file written by `edgernn export`")
+    source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
     try:
-        return _Api(path), None
-    except (OSError, AttributeError, Unsupported, NativeError) as e:
-        return None, f"{os.path.basename(path)}: {e}"
+        if use_native and list(providers) == ["CPUExecutionProvider"]:
+            with contextlib.suppress(Unsupported):
+                return NativeSession(source, threads=threads)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        # onnxruntime prints some load failures to stdout; stdout belongs to the stream's output lines
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(source, opts, providers=list(providers))
+    except Exception as e:  # onnxruntime raises its own untyped errors for unreadable graphs
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        name = "the model" if isinstance(model, (bytes, bytearray)) else model
+        raise ModelFileError(f"{name}: onnxruntime cannot load it ({first}); expected a valid ONNX model") from e
 
 
-def api() -> _Api:
-    with _lock:
-        found, why = _api_or_reason()
-    if found is None:
-        raise Unsupported(why)
-    return found
-
-
-def available() -> bool:
-    try:
-        api()
-        return True
-    except Unsupported:
-        return False
+def fast_run(session):
+    """session.run minus its Python-side input validation (about 3 µs a call, a tenth of a small
+    LSTM step): onnxruntime still checks every input natively and raises on a bad one. Falls back
+    to the public method on builds that lay the binding out differently."""
+    inner = getattr(session, "_sess", None)
+    if inner is not None and callable(getattr(inner, "run", None)):
+        run = inner.run
+        return lambda outputs, feed: run(outputs, feed, None)
+    return session.run
 
 
 @dataclass(frozen=True)
@@ -234,9 +96,9 @@ class NativeSession:
         opts = a.out(a.CreateSessionOptions)
         try:
             for fn, value in ((a.SetIntraOpNumThreads, threads), (a.SetInterOpNumThreads, 1),
-                              (a.SetSessionExecutionMode, _ORT_SEQUENTIAL),
-                              (a.SetSessionGraphOptimizationLevel, _ORT_ENABLE_ALL),
-                              (a.SetSessionLogSeverityLevel, _LOG_ERROR)):
+                              (a.SetSessionExecutionMode, ORT_SEQUENTIAL),
+                              (a.SetSessionGraphOptimizationLevel, ORT_ENABLE_ALL),
+                              (a.SetSessionLogSeverityLevel, LOG_ERROR)):
                 a.check(fn(opts, value))
             if isinstance(model, (bytes, bytearray)):
                 data = bytes(model)
@@ -250,31 +112,31 @@ class NativeSession:
         self._inputs = self._args(a.SessionGetInputCount, a.SessionGetInputName, a.SessionGetInputTypeInfo)
         self._outputs = self._args(a.SessionGetOutputCount, a.SessionGetOutputName, a.SessionGetOutputTypeInfo)
         self._output_names = [o.name for o in self._outputs]
-        self._dtypes = {o.name: _ELEM[_CODE_OF_TYPE[o.type]] for o in self._outputs}
+        self._dtypes = {o.name: ELEM[CODE_OF_TYPE[o.type]] for o in self._outputs}
         self._names: dict[str, bytes] = {}
         self._shaped: dict = {}  # call shape -> _Shaped, for shapes seen twice
         self._seen: dict = {}  # call shape -> times run the ordinary way; -1: not bindable
 
     def _args(self, count, name, type_info) -> list[Arg]:
         a, out = self._api, []
-        for i in range(a.out(count, self._ptr, kind=_sz)):
+        for i in range(a.out(count, self._ptr, kind=sz)):
             arg_name = a.string(a.out(name, self._ptr, i, a.allocator))
             info = a.out(type_info, self._ptr, i)
             try:
-                if a.out(a.GetOnnxTypeFromTypeInfo, info, kind=C.c_int) != _ONNX_TYPE_TENSOR:
+                if a.out(a.GetOnnxTypeFromTypeInfo, info, kind=C.c_int) != ONNX_TYPE_TENSOR:
                     raise Unsupported(f"{arg_name!r} is not a tensor")
                 tinfo = a.out(a.CastTypeInfoToTensorInfo, info)  # owned by info
                 code = a.out(a.GetTensorElementType, tinfo, kind=C.c_int)
-                if code not in _ELEM:
-                    raise Unsupported(f"{arg_name!r} holds {_TYPE_NAME.get(code, code)}")
-                n = a.out(a.GetDimensionsCount, tinfo, kind=_sz)
-                dims, syms = (_i64 * n)(), (_cp * n)()
+                if code not in ELEM:
+                    raise Unsupported(f"{arg_name!r} holds {TYPE_NAME.get(code, code)}")
+                n = a.out(a.GetDimensionsCount, tinfo, kind=sz)
+                dims, syms = (i64 * n)(), (cp * n)()
                 a.check(a.GetDimensions(tinfo, dims, n))
                 a.check(a.GetSymbolicDimensions(tinfo, syms, n))
             finally:
                 a.ReleaseTypeInfo(info)
             shape = [int(d) if d >= 0 else (s.decode() if s else None) for d, s in zip(dims, syms)]
-            out.append(Arg(arg_name, shape, f"tensor({_TYPE_NAME[code]})"))
+            out.append(Arg(arg_name, shape, f"tensor({TYPE_NAME[code]})"))
         return out
 
     def get_inputs(self) -> list[Arg]:
@@ -290,11 +152,11 @@ class NativeSession:
         a = self._api
         md = a.out(a.SessionGetModelMetadata, self._ptr)
         try:
-            keys, n = _vp(), _i64()
+            keys, n = vp(), i64()
             a.check(a.ModelMetadataGetCustomMetadataMapKeys(md, a.allocator, C.byref(keys), C.byref(n)))
             names = []
             if keys.value:
-                arr = C.cast(keys, _P(_vp))
+                arr = C.cast(keys, C.POINTER(vp))
                 names = [a.string(arr[i]) for i in range(n.value)]
                 a.AllocatorFree(a.allocator, keys)
             found = {}
@@ -327,14 +189,14 @@ class NativeSession:
             if got is not None:
                 return got
             if shaped.broken:  # never bound again
-                with _lock:
+                with lock:
                     self._shaped.pop(key, None)
                     self._seen[key] = -1
         result = self._run_once(outs, feed)
         if shaped is None and self._seen.get(key, 0) >= 1:
             self._bind_shape(key, feed, outs, result)
         else:
-            with _lock:
+            with lock:
                 if len(self._seen) > 64:  # shapes that come once (variable-length feeds) are not kept
                     self._seen = {k: n for k, n in self._seen.items() if n < 0}
                 if self._seen.get(key, 0) >= 0:
@@ -344,7 +206,7 @@ class NativeSession:
     def _bind_shape(self, key, feed: dict, outs, result: list) -> None:
         if sum(np.asarray(v).nbytes for v in feed.values()) + sum(r.nbytes for r in result) > _SHAPED_BYTES:
             return
-        with _lock:
+        with lock:
             if len(self._shaped) >= _SHAPED_MAX:
                 self._shaped.pop(next(iter(self._shaped)))
             try:
@@ -356,15 +218,15 @@ class NativeSession:
         a = self._api
         arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous else np.ascontiguousarray(v)
                   for v in feed.values()]  # alive until the call returns
-        in_names = (_cp * len(arrays))(*[self._name(k) for k in feed])
-        in_vals = (_vp * len(arrays))()
-        out_names = (_cp * len(outs))(*[self._name(k) for k in outs])
-        out_vals = (_vp * len(outs))()
+        in_names = (cp * len(arrays))(*[self._name(k) for k in feed])
+        in_vals = (vp * len(arrays))()
+        out_names = (cp * len(outs))(*[self._name(k) for k in outs])
+        out_vals = (vp * len(outs))()
         try:
             for i, arr in enumerate(arrays):
                 in_vals[i] = a.tensor(arr)
             a.check(a.Run(self._ptr, None, in_names, in_vals, len(arrays), out_names, len(outs), out_vals))
-            return [a.to_numpy(v, self._dtypes.get(k) or _ELEM[1]) for k, v in zip(outs, out_vals)]
+            return [a.to_numpy(v, self._dtypes.get(k) or ELEM[1]) for k, v in zip(outs, out_vals)]
         finally:
             for v in (*in_vals, *out_vals):
                 if v:
@@ -437,7 +299,7 @@ class _Shaped:
             self.lock.release()
 
 
-def _release(a: _Api, owned: list) -> None:
+def _release(a: Api, owned: list) -> None:
     if owned:
         a.ReleaseIoBinding(owned[0])
     for v in owned[1:]:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from edgernn.models import RNNModel
-from edgernn.runtime import open_session
+from edgernn.native import open_session
 
 LENGTHS = (1, 7, 300)
 BATCHES = (1, 3)

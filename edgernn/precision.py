@@ -74,7 +74,7 @@ def convert(proto: onnx.ModelProto, precision: str, cell: str) -> tuple[onnx.Mod
 
 def compare(reference: bytes, variant: bytes, *, inputs: list[dict]) -> float:
     """Largest |err| / max(1, |ref|) between two graphs over the given feeds."""
-    from edgernn.runtime import open_session
+    from edgernn.native import open_session
 
     a, b = open_session(reference), open_session(variant)
     worst = 0.0

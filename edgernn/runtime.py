@@ -11,9 +11,7 @@ directly (edgernn.native) and its Python binding is not even loaded.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import math
 import warnings
 from pathlib import Path
@@ -23,53 +21,15 @@ import numpy as np
 from edgernn import native
 from edgernn import providers as providers_mod
 from edgernn import signature
+from edgernn.native import fast_run, open_session
 from edgernn.errors import InputError, ModelFileError
 
 NAN_POLICIES = ("raise", "skip", "reset")
 
 
-def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",), use_native: bool = True):
-    """An onnxruntime session as edgernn runs them (one sequential thread pool, quiet) from a path
-    or serialized bytes; a file that cannot be loaded is a ModelFileError naming it. On the CPU it
-    is a native.NativeSession (the C API) unless use_native=False or the build does not allow it."""
-    if not isinstance(model, (bytes, bytearray)) and not Path(model).is_file():
-        raise InputError(f"{model}: no such model file; expected an .onnx file written by `edgernn export`")
-    source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
-    try:
-        if use_native and list(providers) == ["CPUExecutionProvider"]:
-            with contextlib.suppress(native.Unsupported):
-                return native.NativeSession(source, threads=threads)
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        # onnxruntime prints some load failures to stdout; stdout belongs to the stream's output lines
-        with contextlib.redirect_stdout(io.StringIO()):
-            return ort.InferenceSession(source, opts, providers=list(providers))
-    except Exception as e:  # onnxruntime raises its own untyped errors for unreadable graphs
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        name = "the model" if isinstance(model, (bytes, bytearray)) else model
-        raise ModelFileError(f"{name}: onnxruntime cannot load it ({first}); expected a valid ONNX model") from e
-
-
 def _is_ortvalue(v) -> bool:
     """A tensor the Python binding holds (device state) rather than a numpy array."""
     return not isinstance(v, np.ndarray) and hasattr(v, "numpy")
-
-
-def _fast_run(session):
-    """session.run minus its Python-side input validation (about 3 µs a call, a tenth of a small
-    LSTM step): onnxruntime still checks every input natively and raises on a bad one. Falls back
-    to the public method on builds that lay the binding out differently."""
-    inner = getattr(session, "_sess", None)
-    if inner is not None and callable(getattr(inner, "run", None)):
-        run = inner.run
-        return lambda outputs, feed: run(outputs, feed, None)
-    return session.run
 
 
 class Runtime:
@@ -100,7 +60,7 @@ class Runtime:
             chain = providers_mod.resolve(provider, strict=strict, options=options, quiet=True)
             self.session = open_session(path, threads=int(threads), providers=chain)
         self.providers = self.session.get_providers()
-        self._session_run = _fast_run(self.session)
+        self._session_run = fast_run(self.session)
         # On CUDA the stream keeps its state in device memory between steps (IO binding).
         self.on_device = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self.device_id = int(((provider_options or {}).get(provider) or {}).get("device_id", 0)) if self.on_device else 0

@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from edgernn import native
+from edgernn import native, ortapi
 from edgernn.errors import InputError, ModelFileError
-from edgernn.runtime import Runtime, open_session
+from edgernn.native import open_session
+from edgernn.runtime import Runtime
 
 from conftest import ROOT, run_torch_free
 
@@ -26,7 +27,7 @@ def _binding(path):
 
 
 def test_function_table_matches_the_c_header(tmp_path):
-    """Every slot in native._TABLE is the index of that function in the OrtApi struct."""
+    """Every slot in ortapi.TABLE is the index of that function in the OrtApi struct."""
     header_dirs = sorted((tmp_path.home() / ".cache" / "edgernn" / "ort-headers").glob("*/onnxruntime_c_api.h"))
     if os.environ.get("ORT_INCLUDE"):
         header_dirs.insert(0, os.path.join(os.environ["ORT_INCLUDE"], "onnxruntime_c_api.h"))
@@ -34,13 +35,13 @@ def test_function_table_matches_the_c_header(tmp_path):
     if not header_dirs or shutil.which("gcc") is None:
         pytest.skip("no onnxruntime_c_api.h cached (tools/embed/fetch_ort_headers.sh) or no gcc")
     src = tmp_path / "slots.c"
-    lines = "".join(f'printf("{n} %zu\\n", offsetof(OrtApi, {n}) / sizeof(void*));\n' for n in native._TABLE)
+    lines = "".join(f'printf("{n} %zu\\n", offsetof(OrtApi, {n}) / sizeof(void*));\n' for n in ortapi.TABLE)
     src.write_text('#include <stdio.h>\n#include <stddef.h>\n#include "onnxruntime_c_api.h"\nint main(void){\n'
                    + lines + "return 0;}\n")
     subprocess.run(["gcc", f"-I{os.path.dirname(header_dirs[0])}", str(src), "-o", str(tmp_path / "slots")], check=True)
     out = subprocess.run([str(tmp_path / "slots")], capture_output=True, text=True, check=True).stdout
     slots = {name: int(i) for name, i in (line.split() for line in out.splitlines())}
-    assert slots == {name: entry[0] for name, entry in native._TABLE.items()}
+    assert slots == {name: entry[0] for name, entry in ortapi.TABLE.items()}
 
 
 @pytest.mark.parametrize("kw", [dict(cell="lstm", layers=2), dict(cell="gru"), dict(cell="rnn_tanh", vocab=11, embed=4),
@@ -141,7 +142,7 @@ def test_bad_frames_on_the_bound_path_keep_the_state(tiny_export, policy):
 
 def test_a_diverging_state_is_refused_on_the_bound_path(tmp_path):
     """hn = h0 * 1e10 + x: infinite by the fifth step; that step is refused and the state kept."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [helper.make_node("Mul", ["h0", "k"], ["hk"]), helper.make_node("Add", ["hk", "x_t"], ["hn"]),

@@ -117,11 +117,14 @@ def footprint(path, features: int, repeats: int = 5) -> dict:
     """Resident memory and start-up (import + session + first step) of each kind of process."""
     out = {}
     root = str(Path(__file__).resolve().parents[1])
-    for mode in ("onnxruntime", "edgernn"):
+    for mode in ("onnxruntime", "edgernn", "edgernn EDGERNN_NATIVE=0"):
+        env = {"PYTHONPATH": root, "PATH": "/usr/bin:/bin"}
+        if mode.endswith("=0"):  # the same runtime on onnxruntime's Python binding
+            env["EDGERNN_NATIVE"] = "0"
         rows = []
         for _ in range(repeats):
-            r = subprocess.run([sys.executable, "-c", _PROBE, mode, str(path), str(features)], capture_output=True,
-                               text=True, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"}, check=True)
+            r = subprocess.run([sys.executable, "-c", _PROBE, mode.split()[0], str(path), str(features)],
+                               capture_output=True, text=True, env=env, check=True)
             kb, sec = r.stdout.split()
             rows.append((int(kb), float(sec)))
         out[mode] = {"rss_mb": float(np.median([r[0] for r in rows])) / 1024, "start_s": float(np.median([r[1] for r in rows]))}
@@ -226,7 +229,9 @@ def _report(res, foot, sizes, skipped, streams, hidden, layers, features, many) 
               f"int8 {sizes['int8'] / 1024:.0f} KiB",
               f"runtime-only process: {foot['edgernn']['rss_mb']:.1f} MB resident, started in "
               f"{foot['edgernn']['start_s']:.3f} s; bare onnxruntime: {foot['onnxruntime']['rss_mb']:.1f} MB, "
-              f"{foot['onnxruntime']['start_s']:.3f} s (ratio {foot['rss_ratio']:.2f})"]
+              f"{foot['onnxruntime']['start_s']:.3f} s (ratio {foot['rss_ratio']:.2f}); with EDGERNN_NATIVE=0 "
+              f"(Python binding): {foot['edgernn EDGERNN_NATIVE=0']['rss_mb']:.1f} MB, "
+              f"{foot['edgernn EDGERNN_NATIVE=0']['start_s']:.3f} s"]
     return {"us": us, "ratios": ratios, "streams_per_core": capacity, "footprint": foot, "sizes": sizes, "skipped": skipped, "table": "\n".join(lines)}
 
 
