@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,8 @@ def _binding(path):
 
 def test_function_table_matches_the_c_header(tmp_path):
     """Every slot in ortapi.TABLE is the index of that function in the OrtApi struct."""
-    header_dirs = sorted((tmp_path.home() / ".cache" / "edgernn" / "ort-headers").glob("*/onnxruntime_c_api.h"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgernn" / "ort-headers"
+    header_dirs = sorted(cache.glob("*/onnxruntime_c_api.h"))
     if os.environ.get("ORT_INCLUDE"):
         header_dirs.insert(0, os.path.join(os.environ["ORT_INCLUDE"], "onnxruntime_c_api.h"))
     header_dirs = [h for h in header_dirs if os.path.isfile(h)]
