@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -199,6 +200,18 @@ def main(argv=None):
         plot(a.out / "streams.png", res, streams)
 
 
+def machine() -> str:
+    """CPU model, clock and core count from /proc/cpuinfo where there is one."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return f"{platform.machine()}, {os.cpu_count()} cores"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    mhz = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("cpu MHz")), "")
+    avx512 = " AVX-512," if " avx512f" in info else ""
+    return f"{name or platform.machine()} {float(mhz or 0) / 1000:.1f} GHz,{avx512} {os.cpu_count()} cores"
+
+
 def _report(res, foot, sizes, skipped, streams, hidden, layers, features, many) -> dict:
     us = {k: v["us"] for k, v in res.items()}
 
@@ -216,7 +229,10 @@ def _report(res, foot, sizes, skipped, streams, hidden, layers, features, many) 
     # one core stepping `many` streams at 100 frames a second: how many keep up in real time
     capacity = {f"fp32, {many} at a time": 1e6 / (us[f"batch {many} streams"] * 100),
                 f"int8, {many} at a time": 1e6 / (us[f"batch {many} streams int8"] * 100)}
-    lines = [f"LSTM {layers}x{hidden}, {features} features, one thread; {platform.processor() or platform.machine()}, "
+    # multiply-adds per stream-step: each LSTM layer's four gates over [input, h], then the head
+    flops = 2 * (sum(4 * hidden * ((features if i == 0 else hidden) + hidden) for i in range(layers)) + hidden * 12)
+    gflops = flops / (us[f"raw batched {many}"] * 1e3)
+    lines = [f"LSTM {layers}x{hidden}, {features} features, one thread; {machine()}; Python "
              f"{platform.python_version()}; medians of interleaved rounds", "",
              "| contender | µs per stream-step |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.2f} |" for k, v in us.items()]
@@ -225,6 +241,8 @@ def _report(res, foot, sizes, skipped, streams, hidden, layers, features, many) 
     lines += [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
     lines += ["", "| real-time 100 Hz streams per core | streams |", "| --- | ---: |"]
     lines += [f"| {k} | {v:,.0f} |" for k, v in capacity.items()]
+    lines += ["", f"The raw batched call at {many} streams does {flops / 1e3:.0f} kFLOP per stream-step (the "
+              f"multiply-adds alone) at {gflops:.0f} GFLOP/s on this core."]
     lines += ["", f"model file: fp32 {sizes['fp32'] / 1024:.0f} KiB, fp16 {sizes['fp16'] / 1024:.0f} KiB, "
               f"int8 {sizes['int8'] / 1024:.0f} KiB",
               f"runtime-only process: {foot['edgernn']['rss_mb']:.1f} MB resident, started in "
@@ -232,7 +250,7 @@ def _report(res, foot, sizes, skipped, streams, hidden, layers, features, many) 
               f"{foot['onnxruntime']['start_s']:.3f} s (ratio {foot['rss_ratio']:.2f}); with EDGERNN_NATIVE=0 "
               f"(Python binding): {foot['edgernn EDGERNN_NATIVE=0']['rss_mb']:.1f} MB, "
               f"{foot['edgernn EDGERNN_NATIVE=0']['start_s']:.3f} s"]
-    return {"us": us, "ratios": ratios, "streams_per_core": capacity, "footprint": foot, "sizes": sizes, "skipped": skipped, "table": "\n".join(lines)}
+    return {"us": us, "ratios": ratios, "streams_per_core": capacity, "raw_batched_gflops": gflops, "footprint": foot, "sizes": sizes, "skipped": skipped, "table": "\n".join(lines)}
 
 
 if __name__ == "__main__":
