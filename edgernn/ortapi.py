@@ -93,7 +93,7 @@ def _library_path() -> str | None:
     """The shared library inside the installed onnxruntime package, found without importing it."""
     spec = importlib.util.find_spec("onnxruntime")
     for root in (spec.submodule_search_locations or []) if spec else []:
-        for pattern in ("libonnxruntime.so*", "libonnxruntime*.dylib", "onnxruntime.dll"):
+        for pattern in ("libonnxruntime.so*", "libonnxruntime*.dylib"):
             found = sorted(p for p in glob.glob(os.path.join(root, "capi", pattern)) if "providers" not in p)
             if found:
                 return found[-1]
@@ -174,6 +174,8 @@ lock = threading.Lock()
 def _api_or_reason():
     if os.environ.get("EDGERNN_NATIVE", "1") == "0":
         return None, "EDGERNN_NATIVE=0"
+    if os.name == "nt":  # model paths are wchar_t there; the Python binding handles them
+        return None, "Windows: the Python binding is used"
     path = _library_path()
     if path is None:
         return None, "the onnxruntime package ships no libonnxruntime"

@@ -271,3 +271,14 @@ def test_batch_binds_its_stacked_states_and_matches_single_streams(tiny_export):
         for i in ids:
             np.testing.assert_allclose(got[i], alone[i].step(frames[i]), atol=2e-6)
     assert b._loop and b._loop_n == 5
+
+
+def test_a_wheel_without_the_library_falls_back_to_the_binding(tiny_export):
+    _, _, path = tiny_export()
+    code = ("import numpy as np\nimport edgernn.ortapi as o\no._library_path = lambda: None\n"
+            f"from edgernn.runtime import Runtime\nrt = Runtime({str(path)!r})\n"
+            "s = rt.stream(); [s.step(np.ones(3, np.float32)) for _ in range(3)]\n"
+            "print(type(rt.session).__name__, o.available())\n")
+    r = run_torch_free(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["InferenceSession", "False"]
