@@ -216,18 +216,11 @@ class Batch:
         check_states(new, "for one of these streams")
         self._arrays = new  # the session's outputs are the new stack
         if self._native and self._last_n == n:  # the same streams twice in a row: bind them
-            self._loop, self._loop_n = self._state_loop(x, y, new), n
+            example = [y] + [new[p.input] for p in self._pairs]
+            self._loop = native.StateLoop.for_signature(self.runtime.session, self.runtime.signature, x, example)
+            self._loop_n = n
         self._last_n = n
         return y
-
-    def _state_loop(self, x, y, new):
-        sig = self.runtime.signature
-        try:
-            return native.StateLoop(self.runtime.session, x_name=sig.x, x=x, constants=sig.constants,
-                                    states=[(p.input, p.output) for p in self._pairs], y_name=sig.y,
-                                    example=[y] + [new[p.input] for p in self._pairs])
-        except native.NativeError:
-            return None
 
     @staticmethod
     def _index(p, sel):

@@ -353,6 +353,15 @@ class StateLoop:
         self._plan = [(self._xs[1 - k], self._calls[k]._run, self._calls[k]._args, self._sets[1 - k],
                        self._flat[1 - k]) for k in (0, 1)]
 
+    @classmethod
+    def for_signature(cls, session, sig, x: np.ndarray, example: list) -> "StateLoop | None":
+        """The loop for a model's signature (edgernn.signature), or None where it cannot bind."""
+        try:
+            return cls(session, x_name=sig.x, x=x, constants=sig.constants,
+                       states=[(p.input, p.output) for p in sig.states], y_name=sig.y, example=example)
+        except NativeError:
+            return None
+
     def _adopt(self, state: dict) -> int:
         for name, buf in self._sets[0].items():
             np.copyto(buf, state[name], casting="same_kind")

@@ -237,7 +237,8 @@ class Stream:
             raise _run_error(e) from e
         self._commit(dict(zip(self._names, out[1:])), 1)
         if self._loop is None:
-            self._loop = self._state_loop(feed[self._xname], out)
+            self._loop = native.StateLoop.for_signature(self.runtime.session, self.runtime.signature,
+                                                        feed[self._xname], out) or False
         y = out[0]
         return y.reshape(-1) if self._last_y else y[0, -1]
 
@@ -264,14 +265,6 @@ class Stream:
         self._state = new
         self.steps += 1
         return y.reshape(-1) if self._last_y else y[0, -1]
-
-    def _state_loop(self, x: np.ndarray, out: list):
-        sig = self.runtime.signature
-        try:
-            return native.StateLoop(self.runtime.session, x_name=sig.x, x=x, constants=sig.constants,
-                                    states=[(p.input, p.output) for p in sig.states], y_name=sig.y, example=out)
-        except native.NativeError:
-            return False
 
     def _coerce(self, frame) -> np.ndarray:
         try:
