@@ -268,8 +268,8 @@ class Bound:
             self._check(status)
 
 
-_SHAPED_MAX = 8  # bound call shapes kept per session
-_SHAPED_BYTES = 8 << 20  # inputs and outputs of a bound shape, at most
+_SHAPED_MAX = 4  # bound call shapes kept per session
+_SHAPED_BYTES = 1 << 20  # inputs and outputs of a bound shape, at most (memory stays small)
 
 
 class _Shaped:
