@@ -34,9 +34,9 @@ def _open_mic(front, o):
 def run_mic(rt, framer, sink, o):
     """Capture until --duration (or Ctrl-C); the callback only enqueues, this thread infers."""
     from edgernn import mic
-    from edgernn.cli_stream import _Frontend
+    from edgernn.frontend import ModelFrontend
 
-    front = _Frontend(rt, framer, o["sample_rate"], "--input mic")
+    front = ModelFrontend(rt, framer, o["sample_rate"], "--input mic")
     m = _open_mic(front, o)
     history = sink.history
 

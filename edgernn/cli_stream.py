@@ -19,6 +19,8 @@ import click
 import numpy as np
 
 from edgernn.events import EventOptions
+from edgernn.frontend import ModelFrontend
+from edgernn.output import Sink
 
 _EVENTS = EventOptions()  # the defaults of --smooth, --threshold, ... (tuned on models/kws.onnx)
 
@@ -51,100 +53,6 @@ def _constants(values) -> dict:
 def _model_rate(rt) -> int | None:
     fe = (rt.meta or {}).get("frontend")
     return int(fe["sample_rate"]) if fe else None
-
-
-class _Frontend:
-    """How samples at `rate` Hz become this model's frames: its log-mel front end, raw windows
-    (--window/--hop), or one sample per step. `push` is the live path, `offline` the file path."""
-
-    def __init__(self, rt, framer, rate: int | None, what: str):
-        from edgernn.errors import InputError
-        from edgernn.frontend import LogMel
-
-        fe = (rt.meta or {}).get("frontend")
-        self.logmel = LogMel.from_meta(fe) if fe else None
-        self.framer = framer
-        if self.logmel is not None:
-            self.rate, self.hop, self._live = self.logmel.sample_rate, self.logmel.hop, self.logmel.stream()
-        elif framer is not None:
-            self.rate, self.hop, self._live = int(rate or 16000), framer.hop, framer
-        elif rt.signature.frame_shape == (1,):
-            self.rate, self.hop, self._live = int(rate or 16000), 1, None
-        else:
-            raise InputError(f"{what}: audio input needs a model with an audio front end in its metadata, or "
-                             f"--window N --hop M to frame raw samples; this model takes frames of "
-                             f"{rt.signature.frame_shape}")
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        return samples[:, None] if self._live is None else self._live.push(samples)
-
-    def offline(self, samples: np.ndarray) -> np.ndarray:
-        if self.logmel is not None:
-            return self.logmel.compute(samples)
-        return samples[:, None] if self.framer is None else self.framer.frame_all(samples)
-
-    def reset(self) -> None:
-        if self._live is not None:
-            self._live.reset()
-
-
-class _Sink:
-    """Frames to the model and its outputs to the terminal: frame lines, events, the plot's history."""
-
-    def __init__(self, rt, s, *, chunk: int, writer, detector, history, loudness=None):
-        self.rt, self.s, self.chunk = rt, s, chunk
-        self.writer, self.detector, self.history = writer, detector, history
-        self.loudness = loudness  # frames -> dB per frame, so events can find the end of a word
-        self.t = s.steps if s is not None else 0  # index of the next frame line
-        self.frames = 0  # frames run through the model in this run
-        self.events = 0
-        self._buf: list = []
-
-    def array(self, frames: np.ndarray) -> None:
-        """Checked-whole frames (files): one session call per --chunk frames."""
-        for start in range(0, len(frames), self.chunk):
-            x = frames[start:start + self.chunk]
-            self.emit(x, self.s.feed(x))
-
-    def push(self, frames) -> None:
-        """Live frames: each result goes out as soon as its chunk is complete."""
-        for f in frames:
-            self._buf.append(f)
-            if len(self._buf) == self.chunk:
-                self.flush()
-
-    def flush(self) -> None:
-        if self._buf:
-            x = np.stack(self._buf)
-            self._buf = []
-            self.emit(x, self.s.feed(x))
-
-    def skip(self, n: int) -> None:
-        """`n` frames were lost with their audio: the clock moves on, the model state stays."""
-        self.flush()
-        self.t += n
-        if self.detector is not None:
-            self.detector.skip(n)
-        if self.history is not None:
-            self.history.skip_frames(n, int(np.prod(self.rt.signature.frame_shape) or 1), self.rt.out_size or 1)
-
-    def emit(self, x: np.ndarray, y: np.ndarray) -> None:
-        from edgernn.output import softmax
-
-        if self.writer is not None:
-            self.writer.write_all(self.t, y)
-        self.t += len(y)
-        self.frames += len(y)
-        if self.history is not None:
-            self.history.add_frames(x, y)
-        if self.detector is not None:
-            loud = self.loudness(x) if self.loudness is not None else None
-            for e in self.detector.push(softmax(np.asarray(y, np.float64)), loud):
-                self.events += 1
-                sys.stdout.write(e.to_json() + "\n")
-                sys.stdout.flush()
-                if self.history is not None:
-                    self.history.add_event(e)
 
 
 def _loudness(rt, framer):
@@ -186,7 +94,7 @@ def _read_wav(rt, o) -> tuple[np.ndarray, int]:
 def _run_wav(rt, framer, sink, o) -> float:
     """A WAV file through the model's front end, all at once; returns its seconds."""
     samples, rate = o["wav"]
-    front = _Frontend(rt, framer, rate, o["input_"])
+    front = ModelFrontend(rt, framer, rate, o["input_"])
     if sink.history is not None:
         sink.history.add_samples(samples)
     sink.array(front.offline(samples))
@@ -321,7 +229,7 @@ def stream(**o):
         if is_mic:
             raise InputError("this model is bidirectional: it reads the future, so it cannot run live on a "
                              "microphone; record a .wav file and stream that")
-        _run_offline(rt, framer, o, is_wav, _Sink(rt, None, chunk=1, writer=writer, detector=detector, history=history,
+        _run_offline(rt, framer, o, is_wav, Sink(rt, None, chunk=1, writer=writer, detector=detector, history=history,
                                                   loudness=_loudness(rt, framer)))
     else:
         _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history)
@@ -351,7 +259,7 @@ def _run_lookahead(rt, framer, o, is_mic, is_wav, writer) -> None:
     s = rt.stream(lookahead=_lookahead_value(o["lookahead"]), chunk=o["chunk"], nan_policy=o["nan_policy"])
     if is_wav:
         samples, rate = o["wav"]
-        frames = _Frontend(rt, framer, rate, o["input_"]).offline(samples)
+        frames = ModelFrontend(rt, framer, rate, o["input_"]).offline(samples)
     else:
         frames = _frames(rt, o["input_"], framer, o["columns"])
     pieces = ((frames[i:i + o["chunk"]] for i in range(0, len(frames), o["chunk"])) if isinstance(frames, np.ndarray)
@@ -367,7 +275,7 @@ def _run_lookahead(rt, framer, o, is_mic, is_wav, writer) -> None:
 def _run_offline(rt, framer, o, is_wav, sink) -> None:
     if is_wav:
         samples, rate = o["wav"]
-        x = _Frontend(rt, framer, rate, o["input_"]).offline(samples)
+        x = ModelFrontend(rt, framer, rate, o["input_"]).offline(samples)
         if sink.history is not None:
             sink.history.add_samples(samples)
     else:
@@ -389,7 +297,7 @@ def _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history) -> Non
     s = rt.stream(nan_policy=o["nan_policy"])
     if o["state_file"] and Path(o["state_file"]).exists():
         s.load_state(o["state_file"])
-    sink = _Sink(rt, s, chunk=o["chunk"], writer=writer, detector=detector, history=history,
+    sink = Sink(rt, s, chunk=o["chunk"], writer=writer, detector=detector, history=history,
                  loudness=_loudness(rt, framer))
     seconds, mic, code = None, None, 0
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None

@@ -159,6 +159,38 @@ class LogMelStream:
         return out
 
 
+class ModelFrontend:
+    """How samples at `rate` Hz become this model's frames: its log-mel front end, raw windows
+    (--window/--hop), or one sample per step. `push` is the live path, `offline` the file path."""
+
+    def __init__(self, rt, framer, rate: int | None, what: str):
+        fe = (rt.meta or {}).get("frontend")
+        self.logmel = LogMel.from_meta(fe) if fe else None
+        self.framer = framer
+        if self.logmel is not None:
+            self.rate, self.hop, self._live = self.logmel.sample_rate, self.logmel.hop, self.logmel.stream()
+        elif framer is not None:
+            self.rate, self.hop, self._live = int(rate or 16000), framer.hop, framer
+        elif rt.signature.frame_shape == (1,):
+            self.rate, self.hop, self._live = int(rate or 16000), 1, None
+        else:
+            raise InputError(f"{what}: audio input needs a model with an audio front end in its metadata, or "
+                             f"--window N --hop M to frame raw samples; this model takes frames of "
+                             f"{rt.signature.frame_shape}")
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        return samples[:, None] if self._live is None else self._live.push(samples)
+
+    def offline(self, samples: np.ndarray) -> np.ndarray:
+        if self.logmel is not None:
+            return self.logmel.compute(samples)
+        return samples[:, None] if self.framer is None else self.framer.frame_all(samples)
+
+    def reset(self) -> None:
+        if self._live is not None:
+            self._live.reset()
+
+
 def _signal(samples) -> np.ndarray:
     x = np.asarray(samples)
     if x.ndim != 1:

@@ -56,3 +56,60 @@ class Writer:
     def write_all(self, t0: int, ys: np.ndarray) -> None:
         for i, y in enumerate(ys):
             self.write(t0 + i, y)
+
+
+class Sink:
+    """Frames to the model and its outputs to the terminal: frame lines, events, the plot's history."""
+
+    def __init__(self, rt, s, *, chunk: int, writer, detector, history, loudness=None):
+        self.rt, self.s, self.chunk = rt, s, chunk
+        self.writer, self.detector, self.history = writer, detector, history
+        self.loudness = loudness  # frames -> dB per frame, so events can find the end of a word
+        self.t = s.steps if s is not None else 0  # index of the next frame line
+        self.frames = 0  # frames run through the model in this run
+        self.events = 0
+        self._buf: list = []
+
+    def array(self, frames: np.ndarray) -> None:
+        """Checked-whole frames (files): one session call per --chunk frames."""
+        for start in range(0, len(frames), self.chunk):
+            x = frames[start:start + self.chunk]
+            self.emit(x, self.s.feed(x))
+
+    def push(self, frames) -> None:
+        """Live frames: each result goes out as soon as its chunk is complete."""
+        for f in frames:
+            self._buf.append(f)
+            if len(self._buf) == self.chunk:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            x = np.stack(self._buf)
+            self._buf = []
+            self.emit(x, self.s.feed(x))
+
+    def skip(self, n: int) -> None:
+        """`n` frames were lost with their audio: the clock moves on, the model state stays."""
+        self.flush()
+        self.t += n
+        if self.detector is not None:
+            self.detector.skip(n)
+        if self.history is not None:
+            self.history.skip_frames(n, int(np.prod(self.rt.signature.frame_shape) or 1), self.rt.out_size or 1)
+
+    def emit(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.writer is not None:
+            self.writer.write_all(self.t, y)
+        self.t += len(y)
+        self.frames += len(y)
+        if self.history is not None:
+            self.history.add_frames(x, y)
+        if self.detector is not None:
+            loud = self.loudness(x) if self.loudness is not None else None
+            for e in self.detector.push(softmax(np.asarray(y, np.float64)), loud):
+                self.events += 1
+                sys.stdout.write(e.to_json() + "\n")
+                sys.stdout.flush()
+                if self.history is not None:
+                    self.history.add_event(e)
