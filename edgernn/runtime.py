@@ -220,8 +220,7 @@ class Stream:
         # vdot is the cheapest reduction that turns any NaN/Inf into a non-finite number.
         if self._float:
             if not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
-                if self._bad_frame("holds NaN or Inf"):
-                    return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+                return self._refuse_frame()
         elif not self._fshape:
             _check_tokens(self.runtime, x)
         if self._bi:
@@ -249,8 +248,7 @@ class Stream:
         loop = self._loop
         if not loop.frame_inside:
             if self._float and not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
-                if self._bad_frame("holds NaN or Inf"):
-                    return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+                return self._refuse_frame()
             elif not self._fshape:
                 _check_tokens(self.runtime, x)
         try:
@@ -259,8 +257,7 @@ class Stream:
             raise _run_error(e) from e
         if not math.isfinite(np.vdot(flat, flat)):
             if loop.frame_inside and not np.isfinite(x).all():
-                if self._bad_frame("holds NaN or Inf"):
-                    return np.full(self.runtime.out_size or 1, np.nan, np.float32)
+                return self._refuse_frame()
             check_states(new, f"at frame {self.steps}")
         self._state = new
         self.steps += 1
@@ -334,6 +331,11 @@ class Stream:
 
     def _host_state(self) -> dict:
         return {k: (v.numpy() if _is_ortvalue(v) else v) for k, v in self._state.items()}
+
+    def _refuse_frame(self) -> np.ndarray:
+        """A frame holding NaN/Inf: raise (nan_policy="raise"), or skip/reset and give a NaN row."""
+        self._bad_frame("holds NaN or Inf")
+        return np.full(self.runtime.out_size or 1, np.nan, np.float32)
 
     def _bad_frame(self, what: str) -> bool:
         """Apply nan_policy; True means the caller skips the frame (it still counts as consumed,
