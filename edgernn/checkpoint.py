@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,14 +60,17 @@ def read(path, *, unsafe: bool = False, unsafe_hint: bool = False):
         raise ModelFileError(f"{path}: not a PyTorch file (starts with {magic!r}); "
                              "expected a checkpoint (.pt) or a state_dict saved with torch.save")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not unsafe)
+        with warnings.catch_warnings():  # a damaged header claims odd pickle protocols; the error says enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f"it would import {found.group(1)}" if found else "it holds objects other than tensors"
         hint = " Only if you trust this file, pass --unsafe-load" if unsafe_hint else ""
         raise ModelFileError(f"{path}: refused to unpickle: {what}; expected a checkpoint or state_dict of tensors."
                              + hint) from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError, IndexError,
+            TypeError, struct.error) as e:  # what torch's unpickler raises on damaged bytes
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
         raise ModelFileError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {first}); "
                              "expected a checkpoint (.pt) or a state_dict saved with torch.save") from e

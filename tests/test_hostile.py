@@ -200,6 +200,19 @@ def test_broken_pt_is_one_line(good, tmp_path, kind):
     assert not (tmp_path / "o.onnx").exists()
 
 
+@pytest.mark.parametrize("data", [b"\x80", b"\x80\x02", b"\x80\x04\x95", b"\x80\x02}q\x00(X"],
+                         ids=["marker_only", "protocol_only", "protocol4_cut", "dict_cut"])
+def test_a_pickle_cut_short_is_one_line(tmp_path, data):
+    """Bytes that start like a pickle and stop: torch's unpickler raises IndexError, struct.error,
+    EOFError... (found by a 1,000-example fuzz run); each is the same one line, nothing else."""
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(data)
+    r = cli("info", bad)
+    line = one_line(r)
+    assert str(bad) in line and "expected a checkpoint" in line, line
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def _graph_with_external_weights(path, location: str) -> None:
     from onnx import TensorProto, helper
 
