@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgernn.errors import InputError, ModelFileError
-from edgernn.ortapi import (CODE_OF_TYPE, ELEM, LOG_ERROR, ONNX_TYPE_TENSOR, ORT_ENABLE_ALL, ORT_SEQUENTIAL,
+from edgernn.ortapi import (CODE_OF_TYPE, ELEM, LOG_FATAL, ONNX_TYPE_TENSOR, ORT_ENABLE_ALL, ORT_SEQUENTIAL,
                             TYPE_NAME, Api, NativeError, Unsupported, api, available, cp, i64, lock, sz, vp)
 
 __all__ = ["NativeError", "Unsupported", "available", "open_session", "fast_run", "NativeSession", "Bound",
@@ -51,7 +51,7 @@ def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # fatal only: a load error reaches the user once, as our one line
         # onnxruntime prints some load failures to stdout; stdout belongs to the stream's output lines
         with contextlib.redirect_stdout(io.StringIO()):
             return ort.InferenceSession(source, opts, providers=list(providers))
@@ -98,7 +98,7 @@ class NativeSession:
             for fn, value in ((a.SetIntraOpNumThreads, threads), (a.SetInterOpNumThreads, 1),
                               (a.SetSessionExecutionMode, ORT_SEQUENTIAL),
                               (a.SetSessionGraphOptimizationLevel, ORT_ENABLE_ALL),
-                              (a.SetSessionLogSeverityLevel, LOG_ERROR)):
+                              (a.SetSessionLogSeverityLevel, LOG_FATAL)):
                 a.check(fn(opts, value))
             if isinstance(model, (bytes, bytearray)):
                 data = bytes(model)

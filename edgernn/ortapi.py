@@ -78,7 +78,7 @@ TYPE_NAME = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int
               9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64"}
 CODE_OF_TYPE = {f"tensor({name})": code for code, name in TYPE_NAME.items()}
 ONNX_TYPE_TENSOR = 1
-ORT_ENABLE_ALL, ORT_SEQUENTIAL, LOG_ERROR = 99, 0, 3
+ORT_ENABLE_ALL, ORT_SEQUENTIAL, LOG_FATAL = 99, 0, 4  # LOG_FATAL: errors come back as statuses, not log lines
 
 
 class NativeError(RuntimeError):
@@ -115,7 +115,7 @@ class Api:
         self.lib = lib  # keeps the library loaded
         for name, (slot, res, args) in TABLE.items():
             setattr(self, name, C.CFUNCTYPE(res, *args)(table[slot]))
-        self.env = self.out(self.CreateEnv, LOG_ERROR, b"edgernn")
+        self.env = self.out(self.CreateEnv, LOG_FATAL, b"edgernn")
         self.cpu = self.out(self.CreateCpuMemoryInfo, 1, 0)  # arena allocator, default memory
         self.allocator = self.out(self.GetAllocatorWithDefaultOptions)
 

@@ -16,16 +16,19 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import pickle
 import re
 import struct
+import subprocess
+import sys
 import wave
 import zipfile
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from edgernn.runtime import Runtime
 
 onnx = pytest.importorskip("onnx")
@@ -211,6 +214,23 @@ def test_a_pickle_cut_short_is_one_line(tmp_path, data):
     line = one_line(r)
     assert str(bad) in line and "expected a checkpoint" in line, line
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("native", ["1", "0"], ids=["c_api", "python_binding"])
+def test_onnxruntime_logs_nothing_of_its_own_for_a_model_it_refuses(good, tmp_path, native):
+    """A graph onnxruntime rejects while initialising (here an LSTM direction that is not UTF-8)
+    must give our one line, not also onnxruntime's own coloured log line (found by fuzzing)."""
+    onnx = pytest.importorskip("onnx")
+    m = onnx.load(str(good["onnx"]))
+    lstm = next(n for n in m.graph.node if n.op_type == "LSTM")
+    next(a for a in lstm.attribute if a.name == "direction").s = b"\xeaorward"
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(m.SerializeToString())
+    env = dict(os.environ, PYTHONPATH=str(ROOT), EDGERNN_NATIVE=native)
+    r = subprocess.run([sys.executable, "-c", "from edgernn.cli import main; main()", "info", str(bad)],
+                       capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "onnxruntime cannot load it" in r.stderr and "\x1b[" not in r.stderr
 
 
 def _graph_with_external_weights(path, location: str) -> None:
