@@ -107,6 +107,11 @@ def _chunks(name: str, blob: bytes) -> tuple[memoryview, memoryview]:
     return bodies[b"fmt "], bodies[b"data"]
 
 
+MAX_RATE = 768_000  # the highest sample rate a WAV header may claim (768 kHz ultrasonic recorders)
+MAX_RESAMPLED = 1 << 28  # samples `resample` may produce (1 GiB of float32): a damaged rate cannot exhaust memory
+MAX_DECIMATION = 4096  # src/dst rate ratio `resample` accepts: its filter grows with the ratio
+
+
 def _parse_fmt(name: str, body: memoryview) -> _Format:
     if len(body) < 16:
         raise InputError(f"{name}: the 'fmt ' chunk is {len(body)} bytes, expected at least 16; "
@@ -130,6 +135,9 @@ def _parse_fmt(name: str, body: memoryview) -> _Format:
         raise InputError(f"{name}: damaged 'fmt ' chunk (channels={channels}, rate={rate}, "
                          f"block_align={block_align}); expected all positive with block_align a "
                          f"multiple of channels; {_CONVERT}")
+    if rate > MAX_RATE:
+        raise InputError(f"{name}: the header says {rate} samples per second; expected at most {MAX_RATE} Hz; "
+                         f"the header is damaged; {_CONVERT}")
     width = block_align // channels
     if width not in ((1, 2, 3, 4) if code == _PCM else (4, 8)):
         kind = "PCM" if code == _PCM else "float"
@@ -231,9 +239,12 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     x = _as_signal(x, "resample")
     if up == down:
         return x.copy()
+    n_out = -(-len(x) * up // down)
+    if n_out > MAX_RESAMPLED:
+        raise InputError(f"resampling {len(x)} samples from {src_rate} to {dst_rate} Hz would make {n_out} samples; "
+                         f"expected at most {MAX_RESAMPLED}; check the sample rates")
     table = _phase_table(up, down, x.dtype.str)
     half = table.shape[1] // 2
-    n_out = -(-len(x) * up // down)
     last_base = (n_out - 1) * down // up if n_out else 0
     # Zeros before and after, so every output's window lies inside the buffer.
     buf = np.concatenate([np.zeros(half - 1, x.dtype), x,
@@ -347,6 +358,9 @@ def _phase_table(up: int, down: int, dtype: str) -> np.ndarray:
 
 def _ratio(src_rate: int, dst_rate: int) -> tuple[int, int]:
     src, dst = _check_rate(src_rate, "src_rate"), _check_rate(dst_rate, "dst_rate")
+    if src > MAX_DECIMATION * dst:  # the anti-alias filter's length grows with this ratio
+        raise InputError(f"resampling from {src} to {dst} Hz divides the rate by more than {MAX_DECIMATION}; "
+                         "expected rates within that ratio; check the sample rates")
     g = math.gcd(src, dst)
     return dst // g, src // g
 

@@ -243,3 +243,18 @@ def test_bad_rates(rate):
 def test_resample_wants_mono():
     with pytest.raises(InputError, match=r"shape \(10, 2\)"):
         resample(np.zeros((10, 2)), 16000, 8000)
+
+
+def test_a_damaged_rate_cannot_exhaust_memory(tmp_path):
+    """Found by fuzzing: a header claiming 1 Hz, resampled to 44.1 kHz, asked for 40 GB."""
+    data = encode(np.zeros(10_000), 1, 16)
+    with pytest.raises(InputError, match="would make 441000000 samples; expected at most"):
+        read_wav(write(tmp_path, riff(fmt(1, 1, 1, 16), chunk(b"data", data))), sample_rate=44100)
+    x, rate = read_wav(write(tmp_path, riff(fmt(1, 1, 100, 16), chunk(b"data", data)), "slow.wav"))
+    assert rate == 100 and len(x) == 10_000  # a low rate is fine as long as nothing explodes
+    with pytest.raises(InputError, match="header says 3000000 samples per second; expected at most 768000"):
+        read_wav(write(tmp_path, riff(fmt(1, 1, 3_000_000, 16), chunk(b"data", data)), "fast.wav"))
+    with pytest.raises(InputError, match="divides the rate by more than 4096"):
+        resample(np.zeros(100, np.float32), 768_000, 100)
+    with pytest.raises(InputError, match="divides the rate by more than 4096"):
+        StreamResampler(768_000, 100)
