@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -210,11 +211,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from edgernn.runtime import Runtime
-
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lookahead-models-") as scratch:  # only the tables go to --out
+        return _measure(args, out, Path(scratch))
+
+
+def _measure(args, out: Path, models: Path) -> int:
+    from edgernn.runtime import Runtime
 
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -222,16 +227,16 @@ def main(argv=None) -> int:
     task = FutureWindowTask(seed=args.seed)
     say("model A: offline training")
     a, secs_a = _fit(task, steps=args.steps, seed=args.seed, chunk=args.chunk, lookahead=None, say=say)
-    _export(a, out / "offline.onnx")
-    rt_a = Runtime(out / "offline.onnx")
+    _export(a, models / "offline.onnx")
+    rt_a = Runtime(models / "offline.onnx")
     offline_mse = task.mse(np.stack([rt_a.offline(s) for s in task.val[0]]))
     rows = _rows(rt_a, task, chunk=args.chunk, say=say)
     say(f"model B: chunked training at R={args.train_lookahead}, C={args.chunk}"
         + ("" if args.from_scratch else ", from model A's weights"))
     b, secs_b = _fit(task, steps=args.steps, seed=args.seed, chunk=args.chunk, lookahead=args.train_lookahead, say=say,
                      init=None if args.from_scratch else a.state_dict())
-    _export(b, out / "chunked.onnx")
-    check = _chunked_check(b, Runtime(out / "chunked.onnx"), task, chunk=args.chunk, lookahead=args.train_lookahead)
+    _export(b, models / "chunked.onnx")
+    check = _chunked_check(b, Runtime(models / "chunked.onnx"), task, chunk=args.chunk, lookahead=args.train_lookahead)
     if args.from_scratch:
         control = a
     else:  # the fair comparison: as many updates, without the chunked rule
