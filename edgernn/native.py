@@ -188,11 +188,12 @@ class NativeSession:
             got = shaped.run(feed)
             if got is not None:
                 return got
-            if shaped.broken:  # never bound again
-                with lock:
-                    self._shaped.pop(key, None)
-                    self._seen[key] = -1
-        result = self._run_once(outs, feed)
+        result = self._run_once(outs, feed)  # a bad input raises here, and the binding stays
+        if shaped is not None and shaped.broken:  # the ordinary call ran where the bound one could not
+            with lock:
+                self._shaped.pop(key, None)
+                self._seen[key] = -1  # never bound again
+            return result
         if shaped is None and self._seen.get(key, 0) >= 1:
             self._bind_shape(key, feed, outs, result)
         else:
@@ -284,6 +285,8 @@ class _Shaped:
         self.broken = False
 
     def run(self, feed: dict) -> list[np.ndarray] | None:
+        """The outputs, or None: busy, or refused (the caller runs the ordinary way; if that
+        succeeds, an output's shape depended on the values and `broken` says so)."""
         if not self.lock.acquire(blocking=False):
             return None
         try:
@@ -291,7 +294,8 @@ class _Shaped:
                 buf[...] = v
             try:
                 self.call()
-            except NativeError:  # an output whose shape depends on the values: not bindable
+                self.broken = False
+            except NativeError:
                 self.broken = True
                 return None
             return [o.copy() for o in self.outputs.values()]
@@ -348,7 +352,6 @@ class StateLoop:
             ins = {x_name: self._xs[1 - k], **consts, **src}
             outs = {y_name: self.y, **{o: dst[i] for i, o in states}}
             self._calls.append(session.bind(ins, outs))
-        self._consts = consts
         # per current set k: where the frame goes, the call, and what the caller gets back
         self._plan = [(self._xs[1 - k], self._calls[k]._run, self._calls[k]._args, self._sets[1 - k],
                        self._flat[1 - k]) for k in (0, 1)]

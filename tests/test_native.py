@@ -282,3 +282,17 @@ def test_a_wheel_without_the_library_falls_back_to_the_binding(tiny_export):
     r = run_torch_free(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["InferenceSession", "False"]
+
+
+def test_a_bad_input_does_not_unbind_its_call_shape(tiny_export):
+    """A refusal onnxruntime would give any way (a token id out of range) keeps the binding."""
+    _, _, path = tiny_export(cell="gru", vocab=11, embed=4)
+    nat = open_session(str(path))
+    feed = {"x": np.ones((1, 4), np.int64), "h0": np.zeros((1, 1, 8), np.float32)}
+    want = [nat.run(None, feed) for _ in range(3)][-1]
+    assert len(nat._shaped) == 1
+    with pytest.raises(native.NativeError):
+        nat.run(None, {**feed, "x": np.full((1, 4), 99, np.int64)})
+    assert len(nat._shaped) == 1 and -1 not in nat._seen.values()
+    for g, w in zip(nat.run(None, feed), want):
+        np.testing.assert_array_equal(g, w)
