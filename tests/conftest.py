@@ -31,10 +31,10 @@ def export_tiny(directory, name="m", seed=0, **spec_kwargs):
     """Build, save and export a tiny model into `directory`: returns (model, pt_path, onnx_path)."""
     import torch
 
-    from edgernn import checkpoint
-    from edgernn import export as export_mod
-    from edgernn.models import RNNModel
-    from edgernn.spec import ModelSpec
+    from edgernn.train import checkpoint
+    from edgernn.export import graph as export_mod
+    from edgernn.train.models import RNNModel
+    from edgernn.core.spec import ModelSpec
 
     torch.manual_seed(seed)
     kw = {"cell": "lstm", "features": 3, "hidden": 8, "outputs": 2, **spec_kwargs}

@@ -1,4 +1,4 @@
-"""edgernn.audio: WAV files built byte by byte, and the resampler against known signals."""
+"""edgernn.audio.wav: WAV files built byte by byte, and the resampler against known signals."""
 
 import math
 import struct
@@ -6,8 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from edgernn.audio import StreamResampler, read_wav, resample, write_wav
-from edgernn.errors import InputError
+from edgernn.audio.wav import StreamResampler, read_wav, resample, write_wav
+from edgernn.core.errors import InputError
 
 GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
 # Exactly representable in every encoding below, so decoding can be checked for equality.

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from edgernn.errors import InputError
+from edgernn.core.errors import InputError
 from edgernn.runtime import Runtime
 
 

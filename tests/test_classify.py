@@ -1,4 +1,4 @@
-"""edgernn.classify: the speaker split, batches, bad folders, a tiny training run, the shipped model."""
+"""edgernn.train.classify: the speaker split, batches, bad folders, a tiny training run, the shipped model."""
 
 import json
 import struct
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_torch_free
-from edgernn.audio import write_wav
-from edgernn.classify import ClassifyTask, clip_features, clips_features, hash_held_out, speaker_of
-from edgernn.errors import InputError
-from edgernn.frontend import LogMel
+from edgernn.audio.wav import write_wav
+from edgernn.train.classify import ClassifyTask, clip_features, clips_features, hash_held_out, speaker_of
+from edgernn.core.errors import InputError
+from edgernn.audio.frontend import LogMel
 
 RATE = 16000
 SECONDS = 0.25  # short clips keep the tests fast: 25 frames each
@@ -134,9 +134,9 @@ def test_clip_features_resamples_and_pads(tmp_path):
 
 def test_tiny_model_learns(tmp_path):
     torch = pytest.importorskip("torch")
-    from edgernn import checkpoint
-    from edgernn import train as train_mod
-    from edgernn.spec import ModelSpec
+    from edgernn.train import checkpoint
+    from edgernn.train import loop as train_mod
+    from edgernn.core.spec import ModelSpec
 
     task = task_of(make_set(tmp_path / "data"))
     spec = ModelSpec(cell="gru", hidden=8, **task.spec_args)
@@ -208,8 +208,8 @@ SAMPLES = sorted((ROOT / "models" / "samples").glob("*.wav"))
 def test_shipped_kws_labels_every_sample_torch_free():
     code = f"""
 import json
-from edgernn.classify import clip_features
-from edgernn.frontend import LogMel
+from edgernn.train.classify import clip_features
+from edgernn.audio.frontend import LogMel
 from edgernn.runtime import Runtime
 rt = Runtime({str(SHIPPED)!r})
 fe = LogMel.from_meta(rt.meta["frontend"])

@@ -30,8 +30,8 @@ def test_train_writes_checkpoint_and_metrics(forecast_files):
 
 def test_stream_csv_prints_offline_numbers(forecast_files, tmp_path):
     from edgernn.runtime import Runtime
-    from edgernn.sources import read_csv
-    from edgernn.tasks import bundled
+    from edgernn.runtime.sources import read_csv
+    from edgernn.train.tasks import bundled
 
     csv = bundled("sunspots.csv")
     offline = Runtime(forecast_files / "f.onnx").offline(read_csv(csv, columns=["SUNACTIVITY"]))

@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch")
 
 from types import SimpleNamespace  # noqa: E402
 
-from edgernn import diagnostics  # noqa: E402
-from edgernn import train as train_mod  # noqa: E402
-from edgernn.errors import InputError  # noqa: E402
-from edgernn.models import RNNModel  # noqa: E402
-from edgernn.spec import ModelSpec  # noqa: E402
+from edgernn.train import diagnostics# noqa: E402
+from edgernn.train import loop as train_mod# noqa: E402
+from edgernn.core.errors import InputError  # noqa: E402
+from edgernn.train.models import RNNModel  # noqa: E402
+from edgernn.core.spec import ModelSpec  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N, L, F = 3, 7, 2

@@ -83,7 +83,7 @@ def test_embed_streams_a_token_model(embed_bin, tiny_export):
 def test_embed_labels_a_classifier_like_the_cli(embed_bin, tiny_export, tmp_path):
     """Labels and softmax probability from the metadata, as `edgernn stream --format jsonl` writes them."""
     onnx = pytest.importorskip("onnx")
-    from edgernn import meta as meta_mod
+    from edgernn.core import meta as meta_mod
 
     _, _, path = tiny_export(outputs=3, task="classify")
     proto = onnx.load(str(path))

@@ -1,12 +1,12 @@
-"""edgernn.events: posteriors to keyword events (smoothing, threshold, hysteresis, refractory)."""
+"""edgernn.runtime.events: posteriors to keyword events (smoothing, threshold, hysteresis, refractory)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from edgernn.errors import InputError
-from edgernn.events import Event, EventDetector, EventOptions
+from edgernn.core.errors import InputError
+from edgernn.runtime.events import Event, EventDetector, EventOptions
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
 STEP = 0.01  # 10 ms frames

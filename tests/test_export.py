@@ -9,11 +9,12 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 from torch import nn  # noqa: E402
 
-from edgernn import checkpoint, parity  # noqa: E402
-from edgernn import export as export_mod  # noqa: E402
-from edgernn.errors import ModelFileError  # noqa: E402
-from edgernn.models import RNNModel  # noqa: E402
-from edgernn.spec import ModelSpec  # noqa: E402
+from edgernn.train import checkpoint
+from edgernn.export import parity# noqa: E402
+from edgernn.export import graph as export_mod# noqa: E402
+from edgernn.core.errors import ModelFileError  # noqa: E402
+from edgernn.train.models import RNNModel  # noqa: E402
+from edgernn.core.spec import ModelSpec  # noqa: E402
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 GRID = list(itertools.product(CELLS, [False, True], [1, 2, 3]))
@@ -129,7 +130,7 @@ def test_parity_catches_a_wrong_graph():
 
 
 def test_metadata_records_exporter_and_parity(tiny_export):
-    from edgernn import meta as meta_mod
+    from edgernn.core import meta as meta_mod
 
     _, pt, onnx_path = tiny_export(cell="gru", layers=2)
     m = onnx.load(str(onnx_path))

@@ -29,8 +29,9 @@ KILL_AT_EVERY_LINE = r"""
 import json, os, signal, sys
 from pathlib import Path
 import numpy as np
-from edgernn import fileio, statefile
-from edgernn.errors import EdgeRNNError
+from edgernn.core import fileio
+from edgernn.runtime import statefile
+from edgernn.core.errors import EdgeRNNError
 
 mode, path = sys.argv[1], Path(sys.argv[2])
 SHA, KILL_AT = "0" * 64, [0]
@@ -109,7 +110,8 @@ def test_the_kill_harness_catches_a_direct_write(tmp_path):
 
 def test_state_files_and_checkpoints_go_through_the_atomic_writer(tiny_export, tmp_path, monkeypatch):
     """No other code path writes them: with the writer failing, the old files stay byte for byte."""
-    from edgernn import checkpoint, fileio
+    from edgernn.train import checkpoint
+    from edgernn.core import fileio
     from edgernn.runtime import Runtime
 
     model, pt, onnx_path = tiny_export()
@@ -151,7 +153,7 @@ while True:
 
 def test_sigkill_while_saving_state_leaves_a_state_that_continues_exactly(tiny_export, tmp_path):
     """A real streaming process, saving after every step, killed at random moments (6 times)."""
-    from edgernn import statefile
+    from edgernn.runtime import statefile
     from edgernn.runtime import Runtime
 
     _, _, path = tiny_export(cell="lstm", layers=2)
@@ -185,7 +187,7 @@ def test_sigkill_while_saving_state_leaves_a_state_that_continues_exactly(tiny_e
 def test_signal_flushes_saves_state_and_exits_like_a_shell(tiny_export, tmp_path, sig, code):
     """Expected: stop reading, run the frames already read (a partial --chunk too), print them,
     save --state-file, exit 128 + signal number, no traceback. The saved state continues exactly."""
-    from edgernn import statefile
+    from edgernn.runtime import statefile
     from edgernn.runtime import Runtime
 
     _, _, path = tiny_export(cell="gru")
@@ -276,7 +278,7 @@ def test_sigkilled_training_resumes_to_the_same_result(tmp_path):
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from edgernn import train as train_mod
+    from edgernn.train import loop as train_mod
 
     args = TRAIN + ["--steps", "60", "--eval-every", "10"]
     real, calls = train_mod._loss, [0]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from edgernn.errors import InputError
-from edgernn.framing import Framer
+from edgernn.core.errors import InputError
+from edgernn.runtime.framing import Framer
 
 
 def test_windows_hold_previous_context_and_zeros_first():

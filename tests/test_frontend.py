@@ -1,12 +1,12 @@
-"""edgernn.frontend: framing, mel placement, streaming == offline, metadata round trip."""
+"""edgernn.audio.frontend: framing, mel placement, streaming == offline, metadata round trip."""
 
 import json
 
 import numpy as np
 import pytest
 
-from edgernn.errors import InputError
-from edgernn.frontend import LogMel, LogMelStream
+from edgernn.core.errors import InputError
+from edgernn.audio.frontend import LogMel, LogMelStream
 
 
 def reference_frame(fe: LogMel, samples: np.ndarray, i: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import NO_TORCH, ROOT
-from edgernn.errors import EdgeRNNError, InputError
+from edgernn.core.errors import EdgeRNNError, InputError
 from edgernn.runtime import Runtime
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -58,7 +58,7 @@ def files(tmp_path_factory):
     """A tiny LSTM's checkpoint and ONNX file, a state file, a .npy and a .wav to mutate."""
     pytest.importorskip("torch")
     from conftest import export_tiny
-    from edgernn import audio
+    from edgernn.audio import wav as audio
 
     d = tmp_path_factory.mktemp("fuzz")
     export_tiny(d)
@@ -81,7 +81,7 @@ def _write(d: Path, name: str, data: bytes) -> Path:
 # -- loaders ----------------------------------------------------------------------------------------
 
 def test_fuzz_checkpoint_loader(files):
-    from edgernn import checkpoint
+    from edgernn.train import checkpoint
 
     @fuzz(60)
     @given(mutated(files["pt"].read_bytes()))
@@ -100,7 +100,7 @@ ONNX_FUZZ = r"""
 import contextlib, io, sys
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
-from edgernn.errors import EdgeRNNError
+from edgernn.core.errors import EdgeRNNError
 from edgernn.runtime import Runtime
 sys.path.insert(0, sys.argv[3])
 from test_fuzz import mutated
@@ -161,7 +161,7 @@ def test_fuzz_state_file_loader(files):
 
 
 def test_fuzz_npy_reader(files):
-    from edgernn import sources
+    from edgernn.runtime import sources
 
     @fuzz(80)
     @given(mutated(files["npy"].read_bytes()))
@@ -177,7 +177,7 @@ def test_fuzz_npy_reader(files):
 
 
 def test_fuzz_wav_reader(files):
-    from edgernn import audio
+    from edgernn.audio import wav as audio
 
     @fuzz(80)
     @given(mutated(files["wav"].read_bytes()), st.sampled_from([None, 8000, 16000, 44100]))
@@ -216,7 +216,7 @@ def test_fuzz_metadata(files):
     """The model's own metadata with one value replaced or removed, anywhere in the document:
     opening, stepping, batching and `edgernn stream` either work or fail with one line."""
     onnx = pytest.importorskip("onnx")
-    from edgernn import meta as meta_mod
+    from edgernn.core import meta as meta_mod
     from test_hostile import cli
 
     proto = onnx.load(str(files["onnx"]))
@@ -283,7 +283,7 @@ def test_fuzz_stdin_lines(files):
 
 
 def test_fuzz_csv_reader(files):
-    from edgernn import sources
+    from edgernn.runtime import sources
 
     @fuzz(80)
     @given(st.binary(max_size=200) | st.text(alphabet="0123456789.,-e \n\"abnifx", max_size=200).map(str.encode))

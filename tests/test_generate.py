@@ -4,12 +4,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgernn import checkpoint, tasks  # noqa: E402
-from edgernn import export as export_mod  # noqa: E402
-from edgernn import generate as gen  # noqa: E402
-from edgernn import train as train_mod  # noqa: E402
-from edgernn.errors import InputError  # noqa: E402
-from edgernn.spec import ModelSpec  # noqa: E402
+from edgernn.train import checkpoint
+from edgernn.train import tasks# noqa: E402
+from edgernn.export import graph as export_mod# noqa: E402
+from edgernn.runtime import generate as gen# noqa: E402
+from edgernn.train import loop as train_mod# noqa: E402
+from edgernn.core.errors import InputError  # noqa: E402
+from edgernn.core.spec import ModelSpec  # noqa: E402
 
 from conftest import run_cli  # noqa: E402
 

@@ -87,7 +87,7 @@ class EvilModule(torch.nn.Module):
 
 
 def _hostile_pt(kind: str, path, marker, good) -> None:
-    from edgernn import checkpoint
+    from edgernn.train import checkpoint
 
     if kind == "raw_pickle":
         path.write_bytes(pickle.dumps(Marker(marker), protocol=2))
@@ -371,7 +371,7 @@ METADATA = [
 
 
 def _with_metadata(good, path, edit) -> None:
-    from edgernn import meta as meta_mod
+    from edgernn.core import meta as meta_mod
 
     proto = onnx.load(str(good["onnx"]))
     (entry,) = [p for p in proto.metadata_props if p.key == meta_mod.KEY]
@@ -422,8 +422,8 @@ def _state_file(kind: str, path, good, tmp_path) -> None:
     z = np.zeros((1, 1, 8), np.float32)
     sha = rt.model_sha256
     if kind == "other_model":
-        from edgernn import checkpoint
-        from edgernn import export as export_mod
+        from edgernn.train import checkpoint
+        from edgernn.export import graph as export_mod
 
         loaded = checkpoint.load(good["pt"])
         with torch.no_grad():
@@ -613,10 +613,10 @@ def _stereo_wav(path, left, right, rate) -> None:
 @pytest.fixture(scope="module")
 def raw_model(tmp_path_factory):
     """A model that takes one raw sample per step (1 feature, no front end)."""
-    from edgernn import export as export_mod
-    from edgernn import meta
-    from edgernn.models import RNNModel
-    from edgernn.spec import ModelSpec
+    from edgernn.export import graph as export_mod
+    from edgernn.core import meta
+    from edgernn.train.models import RNNModel
+    from edgernn.core.spec import ModelSpec
 
     torch.manual_seed(1)
     model = RNNModel(ModelSpec(cell="gru", features=1, hidden=8, outputs=1)).eval()
@@ -628,7 +628,7 @@ def raw_model(tmp_path_factory):
 def test_a_wav_at_another_rate_and_in_stereo_is_resampled_and_mixed(raw_model, tmp_path):
     """8 kHz stereo into a 16 kHz model: averaged to mono, resampled, then streamed, exactly as
     the library's own resampler does it."""
-    from edgernn.audio import resample
+    from edgernn.audio.wav import resample
 
     t = np.arange(800) / 8000
     left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 660 * t)

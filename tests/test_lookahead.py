@@ -10,13 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edgernn import chunked, checkpoint  # noqa: E402
-from edgernn import export as export_mod  # noqa: E402
-from edgernn.errors import InputError, ModelFileError  # noqa: E402
-from edgernn.lookahead import Companion, LookaheadStream, companion_path, lookahead_offline, sweep  # noqa: E402
-from edgernn.models import RNNModel  # noqa: E402
+from edgernn.train import chunked
+from edgernn.train import checkpoint# noqa: E402
+from edgernn.export import graph as export_mod# noqa: E402
+from edgernn.core.errors import InputError, ModelFileError  # noqa: E402
+from edgernn.runtime.lookahead import Companion, LookaheadStream, companion_path, lookahead_offline, sweep  # noqa: E402
+from edgernn.train.models import RNNModel  # noqa: E402
 from edgernn.runtime import Runtime  # noqa: E402
-from edgernn.spec import ModelSpec  # noqa: E402
+from edgernn.core.spec import ModelSpec  # noqa: E402
 
 from conftest import run_torch_free  # noqa: E402
 
@@ -205,7 +206,7 @@ def test_lookahead_stream_is_torch_free(tmp_path):
     r = run_torch_free(
         "import numpy as np\n"
         "from edgernn.runtime import Runtime\n"
-        "from edgernn.lookahead import LookaheadStream\n"
+        "from edgernn.runtime.lookahead import LookaheadStream\n"
         f"rt = Runtime({str(path)!r}); x = np.load({str(tmp_path / 'x.npy')!r})\n"
         "s = LookaheadStream(rt, lookahead=5, chunk=4)\n"
         "y = np.concatenate([s.feed(x[:3]), s.feed(x[3:20]), s.feed(x[20:]), s.flush()])\n"

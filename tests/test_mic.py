@@ -1,4 +1,4 @@
-"""edgernn.mic and `edgernn stream --input mic` / `edgernn devices`.
+"""edgernn.audio.mic and `edgernn stream --input mic` / `edgernn devices`.
 
 Two halves. A scripted stand-in for `sounddevice` pins the bookkeeping down exactly (drops,
 overflows, gaps, the duration cut, device choice). Then a real microphone: PortAudio hears a
@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 
 from conftest import NO_TORCH, ROOT
-from edgernn import mic
-from edgernn.audio import resample, write_wav
-from edgernn.errors import InputError
-from edgernn.frontend import LogMel
+from edgernn.audio import mic
+from edgernn.audio.wav import resample, write_wav
+from edgernn.core.errors import InputError
+from edgernn.audio.frontend import LogMel
 from test_stream_audio import SR, TONE_HZ, events_of, one_line_exit_2, tone_model, tone_track
 
 # ---------------------------------------------------------------- a scripted sounddevice
@@ -236,7 +236,7 @@ def test_a_gap_skips_its_frames_and_keeps_the_clock():
 def cli_command(*args, env=None):
     """(argv, env) for `edgernn ARGS` torch-free, with `devices` registered even before cli.py does."""
     code = NO_TORCH + ("from edgernn.cli import main\nif 'devices' not in main.commands:\n"
-                       "    from edgernn.cli_mic import devices\n    main.add_command(devices)\nmain()\n")
+                       "    from edgernn.cli.mic import devices\n    main.add_command(devices)\nmain()\n")
     return [sys.executable, "-c", code, *map(str, args)], dict(env or os.environ, PYTHONPATH=str(ROOT))
 
 
@@ -377,7 +377,7 @@ SPOKEN = ["yes", "house", "no", "up", "happy", "down", "left", "tree", "right", 
 
 def speak(word: str, *, voice="en-us", speed=150) -> np.ndarray:
     """One word from espeak-ng at 16 kHz, trimmed to where it is audible, peak 0.5."""
-    from edgernn.audio import read_wav
+    from edgernn.audio.wav import read_wav
 
     with tempfile.TemporaryDirectory() as d:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", f"{d}/w.wav", word], check=True,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from edgernn import dates
-from edgernn.generate import EncoderDecoder
+from edgernn.train import dates
+from edgernn.runtime.generate import EncoderDecoder
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -1,4 +1,4 @@
-"""edgernn.native: onnxruntime's C API through ctypes must be indistinguishable from the Python
+"""edgernn.runtime.native: onnxruntime's C API through ctypes must be indistinguishable from the Python
 binding (same inputs/outputs/metadata, same numbers), step through its bound buffers exactly like
 an ordinary session call, keep every state promise (untouched on refusal, NaN policies, restore),
 and leave a runtime-only process without the Python binding loaded."""
@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgernn import native, ortapi
-from edgernn.errors import InputError, ModelFileError
-from edgernn.native import open_session
+from edgernn.runtime import native
+from edgernn.runtime import ortapi
+from edgernn.core.errors import InputError, ModelFileError
+from edgernn.runtime.native import open_session
 from edgernn.runtime import Runtime
 
 from conftest import ROOT, run_torch_free
@@ -275,7 +276,7 @@ def test_batch_binds_its_stacked_states_and_matches_single_streams(tiny_export):
 
 def test_a_wheel_without_the_library_falls_back_to_the_binding(tiny_export):
     _, _, path = tiny_export()
-    code = ("import numpy as np\nimport edgernn.ortapi as o\no._library_path = lambda: None\n"
+    code = ("import numpy as np\nimport edgernn.runtime.ortapi as o\no._library_path = lambda: None\n"
             f"from edgernn.runtime import Runtime\nrt = Runtime({str(path)!r})\n"
             "s = rt.stream(); [s.step(np.ones(3, np.float32)) for _ in range(3)]\n"
             "print(type(rt.session).__name__, o.available())\n")

@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from edgernn import providers
-from edgernn.errors import InputError, ProviderError
+from edgernn.runtime import providers
+from edgernn.core.errors import InputError, ProviderError
 from edgernn.runtime import Runtime
 
 from conftest import run_cli

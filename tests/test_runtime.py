@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgernn.errors import InputError
+from edgernn.core.errors import InputError
 from edgernn.runtime import Runtime
 
 from conftest import run_torch_free
@@ -86,7 +86,7 @@ def test_runtime_is_torch_free(tiny_export, tmp_path):
 
 
 def test_missing_and_garbage_model_files(tmp_path):
-    from edgernn.errors import ModelFileError
+    from edgernn.core.errors import ModelFileError
 
     with pytest.raises(InputError, match="no such model file"):
         Runtime(tmp_path / "nope.onnx")

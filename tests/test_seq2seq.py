@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run_torch_free
-from edgernn import dates
-from edgernn.errors import InputError, ModelFileError
+from edgernn.train import dates
+from edgernn.core.errors import InputError, ModelFileError
 
 # An independent reader of the sources: strptime patterns, after dropping ordinals and fillers.
 _PATTERNS = ["%d %b %Y", "%d %B %Y", "%B %d, %Y", "%b %d %Y", "%b %d, %Y", "%d/%m/%Y", "%d/%m/%y", "%d.%m.%Y",
@@ -101,7 +101,7 @@ PROMPTS = ["30 Nov 2026", "the 1st of January, 1900", "MONDAY, 30 NOVEMBER 2026"
 def trained(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from edgernn import seq2seq
+    from edgernn.train import seq2seq
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: more threads only contend, badly so on a busy machine
@@ -128,7 +128,7 @@ def test_training_loss_falls_and_metric_is_reported(trained):
 
 def test_progress_reports_the_train_keys():
     pytest.importorskip("torch")
-    from edgernn import seq2seq
+    from edgernn.train import seq2seq
 
     rows = []
     seq2seq.train_seq2seq(hidden=8, embed=4, steps=4, batch_size=4, eval_every=2, val_size=10, progress=rows.append)
@@ -139,8 +139,8 @@ def test_progress_reports_the_train_keys():
 @pytest.mark.parametrize("cell", ["lstm", "rnn_tanh"])
 def test_checkpoint_round_trip(tmp_path, cell):
     torch = pytest.importorskip("torch")
-    from edgernn import seq2seq
-    from edgernn.models import RNNModel
+    from edgernn.train import seq2seq
+    from edgernn.train.models import RNNModel
 
     torch.manual_seed(0)
     enc_spec, dec_spec = seq2seq.make_specs(cell=cell, hidden=8, layers=2, embed=4)
@@ -181,7 +181,7 @@ def test_export_pair_links_the_two_files_and_passes_parity(trained):
 
 
 def test_greedy_decode_torch_free_matches_pytorch(trained, tmp_path):
-    from edgernn import seq2seq
+    from edgernn.train import seq2seq
 
     moved = tmp_path / "elsewhere"  # relative links: the pair moves together
     moved.mkdir()
@@ -190,7 +190,7 @@ def test_greedy_decode_torch_free_matches_pytorch(trained, tmp_path):
     split = dates.make_split(0, val_size=100)
     prompts = PROMPTS + [s for s, _ in split.val[:15]]
     want = seq2seq.greedy(trained["enc"], trained["dec"], prompts)
-    code = ("import json, sys\nimport edgernn.dates\nfrom edgernn.generate import EncoderDecoder, greedy_decode\n"
+    code = ("import json, sys\nimport edgernn.train.dates\nfrom edgernn.runtime.generate import EncoderDecoder, greedy_decode\n"
             f"prompts = {prompts!r}\nm = EncoderDecoder({str(moved / 'd.decoder.onnx')!r})\n"
             "out = [m.greedy(p) for p in prompts]\n"
             f"assert out[0] == greedy_decode({str(moved / 'd.decoder.onnx')!r}, prompts[0])\n"
@@ -203,7 +203,7 @@ def test_greedy_decode_torch_free_matches_pytorch(trained, tmp_path):
 
 
 def test_max_length_caps_the_output(trained):
-    from edgernn.generate import greedy_decode
+    from edgernn.runtime.generate import greedy_decode
 
     out = greedy_decode(trained["dec_path"], "30 Nov 2026", max_length=3)
     assert len(out) <= 3
@@ -212,8 +212,8 @@ def test_max_length_caps_the_output(trained):
 
 
 def test_bad_prompts_and_wrong_files(trained, tmp_path, tiny_export):
-    from edgernn import seq2seq
-    from edgernn.generate import greedy_decode
+    from edgernn.train import seq2seq
+    from edgernn.runtime.generate import greedy_decode
 
     with pytest.raises(InputError, match="non-empty"):
         greedy_decode(trained["dec_path"], "")

@@ -27,10 +27,10 @@ def rt(tmp_path_factory):
     pytest.importorskip("torch")
     import torch
 
-    from edgernn import export as export_mod
-    from edgernn import meta
-    from edgernn.models import RNNModel
-    from edgernn.spec import ModelSpec
+    from edgernn.export import graph as export_mod
+    from edgernn.core import meta
+    from edgernn.train.models import RNNModel
+    from edgernn.core.spec import ModelSpec
 
     torch.manual_seed(0)
     model = RNNModel(ModelSpec(cell="lstm", features=3, hidden=8, layers=2, outputs=2)).eval()

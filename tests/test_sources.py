@@ -5,8 +5,8 @@ import io
 import numpy as np
 import pytest
 
-from edgernn import sources
-from edgernn.errors import InputError
+from edgernn.runtime import sources
+from edgernn.core.errors import InputError
 
 
 def test_csv_header_columns_and_plain(tmp_path):

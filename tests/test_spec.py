@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from edgernn import meta
-from edgernn.errors import InputError, ModelFileError
-from edgernn.spec import ModelSpec
+from edgernn.core import meta
+from edgernn.core.errors import InputError, ModelFileError
+from edgernn.core.spec import ModelSpec
 
 
 def test_spec_round_trip_and_states():

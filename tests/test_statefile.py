@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from edgernn.errors import InputError, ModelFileError
+from edgernn.core.errors import InputError, ModelFileError
 from edgernn.runtime import Runtime
 
 from conftest import run_cli, run_torch_free

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import NO_TORCH, ROOT, run_cli
-from edgernn.audio import resample, write_wav
-from edgernn.frontend import LogMel
+from edgernn.audio.wav import resample, write_wav
+from edgernn.audio.frontend import LogMel
 
 SR = 16000
 TONE_HZ, OTHER_HZ = 1000.0, 3000.0
@@ -29,7 +29,7 @@ def tone_model(path, *, task="classify", labels=("_silence_", "_unknown_", "tone
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgernn import meta as meta_mod
+    from edgernn.core import meta as meta_mod
 
     fe = LogMel()
     band = int(np.argmax(fe.filterbank[:, round(TONE_HZ * fe.n_fft / fe.sample_rate)]))

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgernn.errors import InputError, ModelFileError
+from edgernn.core.errors import InputError, ModelFileError
 from edgernn.runtime import Runtime
 
 from conftest import run_cli

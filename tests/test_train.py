@@ -5,10 +5,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgernn import checkpoint, tasks  # noqa: E402
-from edgernn import train as train_mod  # noqa: E402
-from edgernn.errors import InputError  # noqa: E402
-from edgernn.spec import ModelSpec  # noqa: E402
+from edgernn.train import checkpoint
+from edgernn.train import tasks# noqa: E402
+from edgernn.train import loop as train_mod# noqa: E402
+from edgernn.core.errors import InputError  # noqa: E402
+from edgernn.core.spec import ModelSpec  # noqa: E402
 
 
 def _fit(task, cell="lstm", steps=60, seed=0, **kw):

@@ -15,9 +15,9 @@ from conftest import run_cli
 onnx = pytest.importorskip("onnx", reason="the Triton repository is written with the onnx package")
 ort = pytest.importorskip("onnxruntime")
 
-from edgernn import meta as meta_mod  # noqa: E402
-from edgernn import triton  # noqa: E402
-from edgernn.errors import InputError, ModelFileError  # noqa: E402
+from edgernn.core import meta as meta_mod# noqa: E402
+from edgernn.serve import triton# noqa: E402
+from edgernn.core.errors import InputError, ModelFileError  # noqa: E402
 
 
 def _schema():

@@ -141,9 +141,11 @@ def _markdown(table: dict) -> str:
 
 def _grad_compare(out: Path, args) -> None:
     """End-of-training ‖∂L/∂h_k‖ of every cell at the largest T, on one validation batch."""
-    from edgernn import checkpoint, diagnostics, tasks
-    from edgernn import train as train_mod
-    from edgernn.errors import EdgeRNNError
+    from edgernn.train import checkpoint
+    from edgernn.train import diagnostics
+    from edgernn.train import tasks
+    from edgernn.train import loop as train_mod
+    from edgernn.core.errors import EdgeRNNError
 
     t = max(args.lengths)
     task = tasks.AddingTask(t, seed=args.seed)

@@ -29,18 +29,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgernn import bench  # noqa: E402
+from edgernn.runtime import bench# noqa: E402
 from edgernn.runtime import Runtime  # noqa: E402
 
 
 def build_model(d: Path, *, hidden: int, layers: int, features: int, outputs: int) -> tuple:
     import torch
 
-    from edgernn import export as export_mod
-    from edgernn import meta
-    from edgernn import precision as prec
-    from edgernn.models import RNNModel
-    from edgernn.spec import ModelSpec
+    from edgernn.export import graph as export_mod
+    from edgernn.core import meta
+    from edgernn.export import precision as prec
+    from edgernn.train.models import RNNModel
+    from edgernn.core.spec import ModelSpec
 
     torch.manual_seed(0)
     spec = ModelSpec(cell="lstm", features=features, hidden=hidden, layers=layers, outputs=outputs, task="classify")

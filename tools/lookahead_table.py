@@ -63,9 +63,9 @@ def _fit(task, *, steps: int, seed: int, chunk: int, lookahead, say, init=None):
     init: a state_dict to start from (fine-tuning an offline model for its streaming latency)."""
     import torch
 
-    from edgernn import chunked
-    from edgernn.models import RNNModel
-    from edgernn.spec import ModelSpec
+    from edgernn.train import chunked
+    from edgernn.train.models import RNNModel
+    from edgernn.core.spec import ModelSpec
 
     torch.manual_seed(seed)
     model = RNNModel(ModelSpec(cell="lstm", features=2, hidden=32, layers=2, bidirectional=True, outputs=1))
@@ -94,8 +94,9 @@ def _fit(task, *, steps: int, seed: int, chunk: int, lookahead, say, init=None):
 
 def _export(model, path: Path) -> None:
     """As `edgernn export` does for a bidirectional model: the main file plus its verified companion."""
-    from edgernn import checkpoint, chunked
-    from edgernn import export as export_mod
+    from edgernn.train import checkpoint
+    from edgernn.train import chunked
+    from edgernn.export import graph as export_mod
 
     pt = path.with_suffix(".pt")
     checkpoint.save(pt, model)
@@ -107,7 +108,7 @@ def _export(model, path: Path) -> None:
 
 def _stream_all(rt, x: np.ndarray, *, lookahead, chunk: int) -> np.ndarray:
     """Every validation sequence streamed live, one frame per feed: (N, L, outputs)."""
-    from edgernn.lookahead import LookaheadStream
+    from edgernn.runtime.lookahead import LookaheadStream
 
     out = []
     for seq in x:
@@ -118,7 +119,7 @@ def _stream_all(rt, x: np.ndarray, *, lookahead, chunk: int) -> np.ndarray:
 
 
 def _rows(rt, task, *, chunk: int, say) -> list[dict]:
-    from edgernn import lookahead as la
+    from edgernn.runtime import lookahead as la
 
     x = task.val[0]
     offline = np.stack([rt.offline(seq) for seq in x])
@@ -140,7 +141,7 @@ def _chunked_check(model, rt, task, *, chunk: int, lookahead: int) -> dict:
     """Model B: streamed through the runtime vs its own chunked evaluation in PyTorch."""
     import torch
 
-    from edgernn import chunked
+    from edgernn.train import chunked
 
     x = task.val[0]
     with torch.no_grad():
@@ -155,7 +156,7 @@ def _control(model, task, *, chunk: int, lookahead: int) -> dict:
     """An offline-trained model with as many updates: its MSE under the rule at R (PyTorch) and offline."""
     import torch
 
-    from edgernn import chunked
+    from edgernn.train import chunked
 
     x = torch.from_numpy(task.val[0])
     with torch.no_grad():

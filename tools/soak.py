@@ -60,10 +60,10 @@ def tiny_model(directory) -> Path:
     try:
         import torch
 
-        from edgernn import export as export_mod
-        from edgernn import meta
-        from edgernn.models import RNNModel
-        from edgernn.spec import ModelSpec
+        from edgernn.export import graph as export_mod
+        from edgernn.core import meta
+        from edgernn.train.models import RNNModel
+        from edgernn.core.spec import ModelSpec
     except ImportError as e:
         raise SystemExit(f"error: building the default model needs torch and onnx ({e}); pass --model M.onnx") from e
     torch.manual_seed(0)

@@ -1,0 +1,311 @@
+"""The `edgernn` command line. One function per subcommand; heavy imports inside the command.
+
+Exit status: 0 success; 1 verification or parity failure; 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import click
+
+from edgernn.core.errors import EdgeRNNError, ParityError
+
+
+class BadInput(click.ClickException):
+    exit_code = 2
+
+
+class ParityFailed(click.ClickException):
+    exit_code = 1
+
+
+class Group(click.Group):
+    """Turns library errors into one line on stderr and the contract's exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ParityError as e:
+            raise ParityFailed(str(e)) from None
+        except EdgeRNNError as e:
+            raise BadInput(str(e)) from None
+        except BrokenPipeError:  # `edgernn stream … | head` closed the pipe: not an error
+            sys.stderr.close()
+            sys.exit(0)
+
+
+def _warn_to_stderr(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="edgernn")
+def main():
+    """Recurrent networks from training to the edge: train, export one stateful ONNX file, stream it."""
+    warnings.showwarning = _warn_to_stderr
+
+
+@main.command()
+@click.argument("model_pt", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write (default: beside MODEL_PT).")
+@click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True, help="ONNX opset.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="Weights: fp16 storage (any cell) or int8 dynamic quantization (LSTM; others fall back to fp16).")
+@click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), help="For a plain RNN state_dict: its activation.")
+@click.option("--unsafe-load", is_flag=True, help="Unpickle arbitrary objects in MODEL_PT. Only for files you trust.")
+@click.option("--triton", "triton_dir", type=click.Path(file_okay=False),
+              help="Also write a Triton Inference Server model repository here: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx.")
+@click.option("--triton-max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Triton: most streams batched into one model call.")
+@click.option("--triton-idle-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Triton: seconds a silent stream keeps its state before it is dropped.")
+@click.option("--triton-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton: model instances.")
+@click.option("--triton-gpu", is_flag=True, help="Triton: run the instances on a GPU (default: CPU).")
+def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load, triton_dir, triton_max_batch,
+           triton_idle_timeout, triton_instances, triton_gpu):
+    """Write ONE stateful ONNX file (x, h0[, c0] -> y, hn[, cn]) and verify it against PyTorch."""
+    from pathlib import Path
+
+    from edgernn.train import checkpoint
+    from edgernn.core import fileio
+    from edgernn.export import graph as export_mod
+
+    if unsafe_load:
+        click.echo("warning: --unsafe-load unpickles arbitrary objects: a malicious file can run code", err=True)
+    if _is_seq2seq(model_pt, unsafe_load):
+        from edgernn.train import seq2seq
+
+        if triton_dir:
+            from edgernn.core.errors import InputError
+
+            raise InputError("--triton serves one stateful model; an encoder-decoder is two files: export it without --triton")
+
+        stem = Path(output).with_suffix("") if output else Path(model_pt).with_suffix("")
+        enc, dec, reports = seq2seq.export_pair(model_pt, stem, opset=opset, verify=not no_verify)
+        worst = max((r["max_abs_err"] for r in reports.values() if r), default=None) if isinstance(reports, dict) else None
+        note = f"parity max error {worst:.2e}" if worst is not None else "not verified"
+        click.echo(f"wrote {enc} and {dec} ({note})")
+        return
+    loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity, unsafe_hint=True)
+    output = Path(output or Path(model_pt).with_suffix(".onnx"))
+    meta = export_mod.metadata_for(loaded, opset=opset)
+    proto = export_mod.build(loaded.model, meta, opset=opset)
+    if not no_verify:
+        report = _verify(loaded.model, proto.SerializeToString())
+        meta["export"]["parity"] = {k: report[k] for k in ("max_abs_err", "lengths", "batches", "steps",
+                                                           "step_max_abs_err", "tolerance") if k in report}
+        export_mod.set_meta(proto, meta)
+    else:
+        meta["export"]["parity"] = None
+        export_mod.set_meta(proto, meta)
+    if loaded.model.spec.bidirectional:  # the companion graph that streams it with bounded lookahead
+        from edgernn.train import chunked
+
+        meta.update(chunked.write_companion(loaded.model, meta, output, opset=opset, verify=not no_verify))
+        export_mod.set_meta(proto, meta)
+    if precision != "fp32":
+        proto = _reduce_precision(proto, meta, precision, loaded.model.spec)
+    fileio.write_bytes(output, proto.SerializeToString())
+    parity = meta["export"]["parity"]
+    note = f"parity max error {parity['max_abs_err']:.2e}" if parity else "not verified"
+    if "precision" in meta["export"]:
+        p = meta["export"]["precision"]
+        note += f"; {p['weights']} weights, {p['max_err_vs_fp32']:.2e} from fp32"
+    if "lookahead" in meta:
+        note += f"; lookahead companion {meta['lookahead']['file']}"
+    click.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB, {note})")
+    if triton_dir:
+        from edgernn.serve import triton
+
+        folder = triton.write_repository(output, triton_dir, max_batch_size=triton_max_batch,
+                                         idle_timeout_s=triton_idle_timeout, instances=triton_instances,
+                                         kind="gpu" if triton_gpu else "cpu")
+        click.echo(f"wrote {folder}/ (Triton model repository: config.pbtxt, 1/model.onnx)")
+
+
+def _reduce_precision(proto, meta, precision, spec):
+    """fp16/int8 variant, checked against the verified fp32 graph with a precision-fit tolerance."""
+    import numpy as np
+
+    from edgernn.export import graph as export_mod
+    from edgernn.export import parity
+    from edgernn.export import precision as prec
+
+    variant, used = prec.convert(proto, precision, spec.cell)
+    rng = np.random.default_rng(0)
+    feeds = []
+    for t, n in ((1, 1), (50, 3)):
+        x, states = parity._inputs(spec, n, t, rng)
+        feeds.append(dict(zip(["x"] + [i for i, _ in spec.state_names], [x, *states])))
+    err = prec.compare(proto.SerializeToString(), variant.SerializeToString(), inputs=feeds)
+    meta["export"]["precision"] = {"weights": used, "max_err_vs_fp32": err, "tolerance": prec.TOLERANCE[used]}
+    if err > prec.TOLERANCE[used]:
+        raise ParityError(f"{used} variant differs from fp32 by {err:.3g} > tolerance {prec.TOLERANCE[used]}; "
+                          "no file written: keep fp32 for this model")
+    export_mod.set_meta(variant, meta)
+    return variant
+
+
+def _is_seq2seq(path, unsafe: bool = False) -> bool:
+    from edgernn.train import checkpoint
+    from edgernn.train import seq2seq
+
+    return seq2seq.is_seq2seq_checkpoint(checkpoint.read(path, unsafe=unsafe, unsafe_hint=True))
+
+
+def _verify(model, onnx_model) -> dict:
+    """Run parity with a progress line; raise ParityError with the report when it fails."""
+    from edgernn.export import parity
+
+    def show(done, total):
+        click.echo(f"\rverifying parity {done}/{total}", err=True, nl=done == total)
+
+    try:
+        report = parity.verify(model, onnx_model, progress=show if sys.stderr.isatty() else None)
+    except Exception as e:  # onnxruntime refusing the inputs means the file is not this model
+        raise ParityError(f"the ONNX model does not accept this model's inputs ({str(e).splitlines()[0][:200]}); "
+                          "expected the file exported from this checkpoint") from e
+    if not report["ok"]:
+        worst = max(report["cases"], key=lambda c: c["err"])
+        raise ParityError(f"parity FAILED: max error {report['max_abs_err']:.3g} > tolerance {report['tolerance']:g} "
+                          f"(worst case length {worst['length']}, batch {worst['batch']}; "
+                          f"stepped {report.get('step_max_abs_err', 'n/a')}); no file written", report)
+    return report
+
+
+@main.command()
+@click.argument("model_pt", type=click.Path(dir_okay=False))
+@click.argument("model_onnx", type=click.Path(dir_okay=False))
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), help="For a plain RNN state_dict: its activation.")
+def verify(model_pt, model_onnx, nonlinearity):
+    """Re-run the parity check between a checkpoint and its ONNX file (exit 1 on mismatch)."""
+    from pathlib import Path
+
+    from edgernn.train import checkpoint
+    from edgernn.core.errors import InputError
+
+    loaded = checkpoint.load(model_pt, nonlinearity=nonlinearity)
+    if not Path(model_onnx).is_file():
+        raise InputError(f"{model_onnx}: no such file; expected the .onnx exported from {model_pt}")
+    from edgernn.runtime.engine import Runtime
+
+    Runtime(model_onnx)  # an unreadable file is bad input (exit 2), not a parity failure
+    report = _verify(loaded.model, str(model_onnx))
+    from edgernn.runtime import lookahead
+
+    companion = lookahead.companion_path(model_onnx)
+    if loaded.model.spec.bidirectional and companion is not None and Path(companion).is_file():
+        from edgernn.train import chunked
+
+        r = chunked.verify_companion(loaded.model, str(companion))
+        if not r["ok"]:
+            raise ParityError(f"lookahead companion {companion}: max error {r['max_abs_err']:.3g} over tolerance")
+        click.echo(f"lookahead companion ok: max error {r['max_abs_err']:.2e}")
+    click.echo(f"parity ok: max error {report['max_abs_err']:.2e} over lengths {report['lengths']} x batches "
+               f"{report['batches']}" + (f", {report['steps']} carried steps" if "steps" in report else ""))
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(path, as_json):
+    """Show a model's metadata, inputs, outputs and state pairs (.onnx), or a checkpoint's spec (.pt)."""
+    from edgernn.cli import info as inspect_mod
+
+    d = inspect_mod.describe(path)
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+    else:
+        click.echo(inspect_mod.render(d))
+
+
+@main.command()
+@click.argument("model_onnx", type=click.Path(dir_okay=False))
+@click.option("--prompt", required=True, help="Text that primes the model (charlm) or the source to transduce (seq2seq).")
+@click.option("--length", type=int, default=200, show_default=True, help="charlm: characters to sample; seq2seq: max output length.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="charlm: sampling temperature (0: argmax).")
+@click.option("--seed", type=int, help="charlm: the same seed gives the same text.")
+def generate(model_onnx, prompt, length, temperature, seed):
+    """Generate text through the torch-free runtime: sample a char model, or decode a seq2seq pair."""
+    from edgernn.runtime import generate as gen
+
+    from edgernn.core.errors import InputError
+    from pathlib import Path
+
+    if not Path(model_onnx).is_file():
+        raise InputError(f"{model_onnx}: no such file; expected a charlm .onnx or a NAME.decoder.onnx")
+    if gen.is_decoder(model_onnx):
+        click.echo(gen.greedy_decode(model_onnx, prompt, max_length=length))
+    else:
+        click.echo(prompt + gen.sample_text(model_onnx, prompt, length, temperature=temperature, seed=seed))
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The .onnx model.")
+@click.option("--streams", type=int, default=256, show_default=True, help="Largest number of streams to batch (also 1 and 16).")
+@click.option("--chunk", type=int, default=100, show_default=True, help="Chunk size for the feed() comparison.")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Steps per round.")
+@click.option("--rounds", type=int, default=7, show_default=True, help="Interleaved rounds; medians are reported.")
+@click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--lookahead", "lookaheads", multiple=True, help="Bidirectional: measure streaming at these lookaheads R (repeatable; inf allowed); --chunk is C (default 1 here).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def bench(ctx, model_path, streams, chunk, steps, rounds, threads, lookaheads, as_json):
+    """Per-step latency against a hand-written onnxruntime loop and the call floor, and batched streams."""
+    from edgernn.runtime import bench as bench_mod
+    from edgernn.core.errors import InputError
+
+    if lookaheads:
+        return _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads, as_json)
+
+    for name, v in (("streams", streams), ("chunk", chunk), ("steps", steps), ("rounds", rounds)):
+        if v < 1:
+            raise InputError(f"--{name} {v}; expected a positive integer")
+    sizes = sorted({1, min(16, streams), streams})
+    try:
+        r = bench_mod.runtime_suite(model_path, steps=steps, streams=sizes, chunk=chunk, rounds=rounds, threads=threads,
+                                    progress=(lambda i, n: click.echo(f"\rround {i}/{n}", err=True, nl=i == n)) if sys.stderr.isatty() else None)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    res = r["results"]
+    click.echo(f"{'contender':28s} {'µs/stream-step':>15s} {'vs raw loop':>12s}")
+    for k, v in res.items():
+        click.echo(f"{k:28s} {v['us']:15.2f} {bench_mod.ratio(res, k, 'onnxruntime loop'):12.2f}")
+    click.echo("(medians over interleaved rounds; ratios are medians of the per-round ratios)")
+
+
+def _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads, as_json):
+    """Cost and latency of latency-controlled streaming against R."""
+    from edgernn.runtime import lookahead
+    from edgernn.cli.stream import _lookahead_value
+    from edgernn.runtime.engine import Runtime
+
+    rs = [_lookahead_value(r) for r in lookaheads]
+    c = chunk if ctx.get_parameter_source("chunk") == click.core.ParameterSource.COMMANDLINE else 1
+    rows = lookahead.sweep(Runtime(model_path, threads=threads), [None if r == float("inf") else r for r in rs],
+                           chunk=c, steps=steps, rounds=rounds)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo(f"{'R':>5} {'latency frames':>15} {'latency ms':>11} {'window frames/frame':>20} {'µs/frame':>9}")
+    for r in rows:
+        inf = r["lookahead"] is None
+        click.echo(f"{'inf' if inf else r['lookahead']:>5} {'all' if inf else r['latency_frames']:>15} "
+                   f"{'all' if inf else r['latency_ms']:>11} "
+                   f"{r['window_frames_per_frame']:20.2f} {r['us_per_frame']:9.1f}")
+
+
+from edgernn.cli.mic import devices  # noqa: E402  (the torch-free audio and streaming commands)
+from edgernn.cli.stream import stream  # noqa: E402
+from edgernn.cli.train import train  # noqa: E402
+
+main.add_command(train)
+main.add_command(stream)
+main.add_command(devices)

@@ -1,0 +1,95 @@
+"""`edgernn info`: describe a model file (.onnx, torch-free) or a checkpoint (.pt, needs torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgernn.core.errors import InputError
+
+
+def describe(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; expected an .onnx model or a .pt checkpoint")
+    if path.suffix.lower() == ".onnx":
+        return _describe_onnx(path)
+    return _describe_pt(path)
+
+
+def _describe_onnx(path: Path) -> dict:
+    from edgernn.runtime import providers
+    from edgernn.runtime.engine import Runtime
+
+    rt = Runtime(path, _describe_only=True)  # lists constants still needed instead of refusing
+    sig = rt.signature
+    io = lambda args: [{"name": a.name, "type": a.type, "shape": a.shape} for a in args]  # noqa: E731
+    return {
+        "file": str(path), "kind": "onnx", "bytes": path.stat().st_size,
+        "inputs": io(rt.session.get_inputs()), "outputs": io(rt.session.get_outputs()),
+        "frame": {"input": sig.x, "dtype": sig.dtype.__name__, "shape": list(sig.frame_shape), "time_axis": sig.has_time},
+        "y": sig.y,
+        "states": [{"input": s.input, "output": s.output, "batch_axis": s.batch_axis,
+                    "shape": ["batch" if i == s.batch_axis else d for i, d in enumerate(s.shape)]}
+                   for s in sig.states],
+        "pairing": sig.pairing,
+        "constants_needed": [i.name for i in rt.session.get_inputs()
+                             if i.name not in {sig.x, *(s.input for s in sig.states)}],
+        "metadata": rt.meta,
+        "providers_available": providers.available(),
+    }
+
+
+def _describe_pt(path: Path) -> dict:
+    try:
+        from edgernn.train import checkpoint
+    except ImportError as e:
+        raise InputError(f"{path}: reading a checkpoint needs torch ({e}); expected `pip install 'edgernn[train]'`") from e
+    loaded = checkpoint.load(path)
+    spec = loaded.model.spec
+    params = sum(p.numel() for p in loaded.model.parameters())
+    return {"file": str(path), "kind": loaded.kind, "spec": spec.to_dict(), "parameters": params,
+            "labels": loaded.labels, "frontend": loaded.frontend, "metrics": loaded.metrics,
+            "task": loaded.extra.get("task")}
+
+
+def render(d: dict) -> str:
+    lines = [f"{d['file']}  ({d['kind']})"]
+    if d["kind"] != "onnx":
+        s = d["spec"]
+        lines.append(f"  model   {s['cell']} x{s['layers']} hidden {s['hidden']}"
+                     f"{' bidirectional' if s['bidirectional'] else ''}, {d['parameters']} parameters")
+        what = f"tokens (vocab {s['vocab']})" if s["vocab"] else f"{s['features']} features"
+        lines.append(f"  input   {what}; output {s['outputs']} ({s['task']}, readout {s['readout']})")
+        if d.get("metrics"):
+            m = d["metrics"]
+            lines.append(f"  metrics {m.get('metric')} {m.get('value'):.4g} (baseline {m.get('baseline'):.4g})")
+        return "\n".join(lines)
+    for a in d["inputs"]:
+        lines.append(f"  input   {a['name']:<10} {a['type']:<14} {a['shape']}")
+    for a in d["outputs"]:
+        lines.append(f"  output  {a['name']:<10} {a['type']:<14} {a['shape']}")
+    for s in d["states"]:
+        lines.append(f"  state   {s['input']} -> {s['output']}  shape {s['shape']} (batch axis {s['batch_axis']})")
+    lines.append(f"  pairing {d['pairing']};  frame {d['frame']['input']} {d['frame']['shape']} "
+                 f"{d['frame']['dtype']};  y = {d['y']}")
+    m = d.get("metadata")
+    if m:
+        mod = m["model"]
+        lines.append(f"  model   {mod['cell']} x{mod['layers']} hidden {mod['hidden']}"
+                     f"{' bidirectional' if mod['bidirectional'] else ''}, task {mod['task']}, "
+                     f"readout {m['output'].get('readout')}")
+        if m["output"].get("labels"):
+            lines.append(f"  labels  {', '.join(m['output']['labels'])}")
+        if m.get("frontend"):
+            lines.append(f"  frontend {json.dumps(m['frontend'])}")
+        ex = m.get("export") or {}
+        par = ex.get("parity")
+        lines.append(f"  export  {ex.get('exporter')} opset {ex.get('opset')} torch {ex.get('torch')}; parity "
+                     + (f"max error {par['max_abs_err']:.2e}" if par else "not verified"))
+    else:
+        lines.append("  metadata: none (third-party model)")
+    if d["constants_needed"]:
+        lines.append(f"  constants needed on every call (--const NAME=VALUE): {', '.join(d['constants_needed'])}")
+    lines.append(f"  providers available here: {', '.join(d['providers_available'])}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Serving: a Triton python-backend model repository around an edgernn ONNX file."""
