@@ -85,10 +85,10 @@ def test_closed_streams_release_storage(tiny_export):
     _, _, path = tiny_export(cell="lstm")
     b = Runtime(path).batch()
     ids = [b.open() for _ in range(1000)]
-    big = b._arrays["h0"].nbytes
+    big = b.state_nbytes
     for i in ids[:-3]:
         b.close(i)
-    assert len(b) == 3 and b._arrays["h0"].nbytes < big / 10
+    assert len(b) == 3 and b.state_nbytes < big / 10
 
 
 def test_one_runtime_shared_by_threads(tiny_export):

@@ -91,7 +91,7 @@ def test_bound_steps_equal_offline_and_outputs_are_not_aliased(tiny_export):
     frames = np.random.default_rng(2).standard_normal((300, 3)).astype(np.float32)
     s = rt.stream()
     ys = [s.step(f) for f in frames]  # kept: a later step must not overwrite an earlier result
-    assert s._loop, "the stream should step through bound buffers after its first step"
+    assert s.bound, "the stream should step through bound buffers once its call shape repeats"
     np.testing.assert_allclose(np.stack(ys), rt.offline(frames), rtol=0, atol=2e-6)
     saved = s.get_state()
     s.step(frames[0])
@@ -108,7 +108,9 @@ def test_state_restore_reset_and_feed_mix_with_bound_steps(tiny_export):
         a.step(f)
     snap = a.get_state()
     b = rt.stream()
-    b.step(frames[0])  # b has a loop now; set_state must be copied into it
+    b.step(frames[0])
+    b.step(frames[1])  # b steps through bound buffers now; set_state must be copied into them
+    assert b.bound
     b.set_state(snap)
     b.steps = 10
     got = [b.step(f) for f in frames[10:20]] + list(b.feed(frames[20:30])) + [b.step(f) for f in frames[30:]]
@@ -164,7 +166,7 @@ def test_a_diverging_state_is_refused_on_the_bound_path(tmp_path):
     one = np.ones(2, np.float32)
     for _ in range(4):
         s.step(one)
-    assert s._loop
+    assert s.bound
     kept = s.get_state()
     with pytest.raises(ModelFileError, match="became non-finite"):
         s.step(one)
@@ -187,7 +189,7 @@ def test_edgernn_native_0_uses_the_python_binding(tiny_export):
     env = dict(os.environ, PYTHONPATH=str(ROOT), EDGERNN_NATIVE="0")
     code = (f"import numpy as np\nfrom edgernn.runtime import Runtime\nrt = Runtime({str(path)!r})\n"
             "s = rt.stream(); y = [s.step(np.ones(3, np.float32)) for _ in range(3)]\n"
-            "print(type(rt.session).__name__, s._loop)\n")
+            "print(type(rt.session).__name__, s.bound)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["InferenceSession", "False"]
@@ -206,7 +208,7 @@ def test_repeated_call_shapes_bind_and_stay_exact(tiny_export):
                 "c0": rng.standard_normal((2, 2, 8)).astype(np.float32)}
         got = nat.run(None, feed)
         kept.append((got, ref.run(None, feed)))
-    assert len(nat._shaped) == 1
+    assert nat.bound_shapes == 1
     for got, want in kept:  # earlier results were not overwritten by later bound calls
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
@@ -226,7 +228,7 @@ def test_value_dependent_output_shapes_fall_back(tmp_path):
     for x in ([1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]):
         got = nat.run(None, {"x": np.array(x, np.float32)})[0]
         np.testing.assert_array_equal(got, np.nonzero(np.array(x))[0][None])
-    assert not nat._shaped and -1 in nat._seen.values()  # found out once, not bound again
+    assert nat.bound_shapes == 0 and nat.unbindable_shapes == 1  # found out once, not bound again
 
 
 def test_threads_sharing_a_bound_shape_get_their_own_answers(tiny_export):
@@ -271,7 +273,7 @@ def test_batch_binds_its_stacked_states_and_matches_single_streams(tiny_export):
         got = b.step(frames)
         for i in ids:
             np.testing.assert_allclose(got[i], alone[i].step(frames[i]), atol=2e-6)
-    assert b._loop and b._loop_n == 5
+    assert b.bound
 
 
 def test_a_wheel_without_the_library_falls_back_to_the_binding(tiny_export):
@@ -291,9 +293,9 @@ def test_a_bad_input_does_not_unbind_its_call_shape(tiny_export):
     nat = open_session(str(path))
     feed = {"x": np.ones((1, 4), np.int64), "h0": np.zeros((1, 1, 8), np.float32)}
     want = [nat.run(None, feed) for _ in range(3)][-1]
-    assert len(nat._shaped) == 1
+    assert nat.bound_shapes == 1
     with pytest.raises(native.NativeError):
         nat.run(None, {**feed, "x": np.full((1, 4), 99, np.int64)})
-    assert len(nat._shaped) == 1 and -1 not in nat._seen.values()
+    assert nat.bound_shapes == 1 and nat.unbindable_shapes == 0
     for g, w in zip(nat.run(None, feed), want):
         np.testing.assert_array_equal(g, w)

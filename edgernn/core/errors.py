@@ -23,3 +23,10 @@ class ParityError(EdgeRNNError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report or {}
+
+
+class NativeError(EdgeRNNError, RuntimeError):
+    """onnxruntime refused a call made through its C API; the message is onnxruntime's own.
+
+    The runtime turns it into a ModelFileError naming the cause (edgernn.runtime.checks.run_error)
+    before it reaches a user; it stays a RuntimeError for code that caught it as one."""

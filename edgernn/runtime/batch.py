@@ -5,6 +5,10 @@ long as the open count. When every open stream steps (the common case) the stack
 to the session as they are and its outputs become the new arrays: no gather, no scatter. A
 subset is gathered and scattered with one fancy index per state. Streams join and leave at any
 step; a closed stream's slot is refilled by the last one, so memory follows the open count.
+
+Every call goes through the Runtime's backend stepper (edgernn.runtime.backend): on the C API,
+once the same streams step twice, through buffers bound once (the stacked arrays are then the
+stepper's own buffers, so they are replaced, never resized in place).
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ import threading
 
 import numpy as np
 
-from edgernn.runtime import native
-from edgernn.core.errors import InputError, ModelFileError
-from edgernn.runtime.engine import check_states
+from edgernn.core.errors import InputError
+from edgernn.runtime import checks
 
 
 class Batch:
@@ -26,13 +29,11 @@ class Batch:
     def __init__(self, runtime, *, nan_policy: str = "raise"):
         sig = runtime.signature
         if runtime.bidirectional:
-            raise InputError("this model is bidirectional: it cannot be stepped; run it offline (Runtime.offline)")
+            raise checks.cannot_step_bidirectional()
         if any(s.batch_axis < 0 for s in sig.states):
             raise InputError("this model's states have no batch axis; expected a symbolic batch dim to batch streams "
                              "(use one Runtime.stream() per stream instead)")
-        if nan_policy not in ("raise", "skip", "reset"):
-            raise InputError(f"nan_policy={nan_policy!r}; expected raise, skip or reset")
-        self.runtime, self.nan_policy = runtime, nan_policy
+        self.runtime, self.nan_policy = runtime, checks.check_nan_policy(nan_policy)
         self._pairs = sig.states
         self._arrays = {s.input: s.zeros(0) for s in sig.states}
         self._slot: dict[int, int] = {}
@@ -42,11 +43,7 @@ class Batch:
         self._float = np.issubdtype(sig.dtype, np.floating)
         self._x_shape = sig.frame_shape
         self._time = sig.has_time
-        # C API sessions: once every open stream has stepped twice at the same count, steps go
-        # through preallocated buffers (native.StateLoop). self._arrays is then the loop's own
-        # state dict, so it is replaced, never mutated, when streams join or leave.
-        self._native = isinstance(runtime.session, native.NativeSession)
-        self._loop, self._loop_n, self._last_n = None, -1, -1
+        self._stepper = runtime.backend.stepper(sig, host_state=True)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -54,6 +51,16 @@ class Batch:
     @property
     def ids(self) -> list[int]:
         return list(self._ids)
+
+    @property
+    def bound(self) -> bool:
+        """Whether steps of the open streams now go through buffers bound once."""
+        return bool(getattr(self._stepper, "bound", False))
+
+    @property
+    def state_nbytes(self) -> int:
+        """Memory the stacked states hold now (it follows the open count)."""
+        return sum(a.nbytes for a in self._arrays.values())
 
     def open(self, state: dict | None = None) -> int:
         """A new stream (zero state, or `state` as from Stream.get_state); returns its id."""
@@ -112,7 +119,7 @@ class Batch:
                 x = ordered
             if self._time:
                 x = x.reshape((len(x), 1) + self._x_shape)
-            y = self._run_all(x) if everyone else self._run(slots, x)
+            y = self._advance(None if everyone else slots, x)
             if self._time:
                 y = y[:, -1]
             if everyone and not in_order:
@@ -121,17 +128,15 @@ class Batch:
 
     def feed(self, frames: dict) -> dict:
         """{id: frames (T_i, F)} -> {id: Y (T_i, outputs)}: one call per distinct length."""
-        from edgernn.runtime.engine import check_frames
-
         out = {}
         with self._lock:
             groups: dict[int, list] = {}
             arrays = {}
             for sid, f in frames.items():
                 self._check(sid)
-                arrays[sid] = check_frames(self.runtime, f)
+                arrays[sid] = checks.check_frames(self.runtime, f)
                 if self._float and not np.isfinite(arrays[sid]).all():
-                    raise InputError(f"stream {sid}: frames hold NaN or Inf; expected finite numbers (no state changed)")
+                    raise checks.nonfinite_frame(f"stream {sid}: frames")
                 groups.setdefault(len(arrays[sid]), []).append(sid)
             for length, ids in groups.items():
                 if length == 0:
@@ -139,7 +144,7 @@ class Batch:
                     continue
                 if not self._time:
                     raise InputError("feed needs a model with a time axis; expected step() for rank-2 inputs")
-                y = self._run([self._slot[i] for i in ids], np.stack([arrays[i] for i in ids]))
+                y = self._advance([self._slot[i] for i in ids], np.stack([arrays[i] for i in ids]))
                 out.update(zip(ids, y))
         return out
 
@@ -168,9 +173,7 @@ class Batch:
                                      "(no state changed)")
             raise InputError(f"frames could not be read as numbers; expected {self._x_shape} per stream")
         if not self._x_shape:
-            from edgernn.runtime.engine import _check_tokens
-
-            _check_tokens(self.runtime, x)
+            checks.check_tokens(self.runtime, x)
         return slots, x
 
     def _finite(self, ids, slots, x):
@@ -182,7 +185,7 @@ class Batch:
             return None
         bad = [i for i, good in zip(ids, ok) if not good]
         if self.nan_policy == "raise":
-            raise InputError(f"streams {bad}: frame holds NaN or Inf; expected finite numbers (no state changed)")
+            raise checks.nonfinite_frame(f"streams {bad}: frame")
         if self.nan_policy == "reset":
             for s, good in zip(slots, ok):
                 if not good:
@@ -190,36 +193,25 @@ class Batch:
                         self._arrays[p.input][self._index(p, slice(s, s + 1))] = p.zeros(1)
         return np.flatnonzero(ok).tolist()
 
-    def _run(self, slots, x):
-        """A subset of the streams: gather their states, run, scatter the new ones back."""
-        idx = np.asarray(slots)
-        state = {p.input: self._arrays[p.input][self._index(p, idx)] for p in self._pairs}
-        y, new = self.runtime.run(x, state)
-        check_states(new, "for one of these streams")
-        for p in self._pairs:
-            self._arrays[p.input][self._index(p, idx)] = new[p.input]
-        return y
-
-    def _run_all(self, x):
-        """Every open stream, states in slot order: the stacked states go in as they are."""
-        n = len(self._ids)
-        if self._loop and self._loop_n == n:
-            try:
-                y, new, flat = self._loop.run(x, self._arrays)
-            except native.NativeError as e:
-                raise ModelFileError(f"onnxruntime refused this step ({e}); no state changed") from e
-            if not math.isfinite(np.vdot(flat, flat)):
-                check_states(new, "for one of these streams")
+    def _advance(self, slots, x):
+        """One stepper call: every open stream (slots None: the stacked states go in as they are and
+        the outputs become the new stack) or a subset (gathered, then scattered back)."""
+        if slots is None:
+            state = self._arrays
+        else:
+            idx = np.asarray(slots)
+            state = {p.input: self._arrays[p.input][self._index(p, idx)] for p in self._pairs}
+        try:
+            y, new = self._stepper.run(x, state)
+        except Exception as e:  # onnxruntime's own error types; no state was touched
+            raise checks.run_error(e) from e
+        if self._stepper.nonfinite(new):
+            checks.check_states(new, "for one of these streams")
+        if slots is None:
             self._arrays = new
-            return y
-        y, new = self.runtime.run(x, self._arrays)
-        check_states(new, "for one of these streams")
-        self._arrays = new  # the session's outputs are the new stack
-        if self._native and self._last_n == n:  # the same streams twice in a row: bind them
-            example = [y] + [new[p.input] for p in self._pairs]
-            self._loop = native.StateLoop.for_signature(self.runtime.session, self.runtime.signature, x, example)
-            self._loop_n = n
-        self._last_n = n
+        else:
+            for p in self._pairs:
+                self._arrays[p.input][self._index(p, idx)] = new[p.input]
         return y
 
     @staticmethod

@@ -133,11 +133,23 @@ class NativeSession:
                 dims, syms = (i64 * n)(), (cp * n)()
                 a.check(a.GetDimensions(tinfo, dims, n))
                 a.check(a.GetSymbolicDimensions(tinfo, syms, n))
+                # the dim names live inside `info`: read them before it is released
+                shape = [int(d) if d >= 0 else (s.decode("utf-8", "replace") or None if s else None)
+                         for d, s in zip(dims, syms)]
             finally:
                 a.ReleaseTypeInfo(info)
-            shape = [int(d) if d >= 0 else (s.decode() if s else None) for d, s in zip(dims, syms)]
             out.append(Arg(arg_name, shape, f"tensor({TYPE_NAME[code]})"))
         return out
+
+    @property
+    def bound_shapes(self) -> int:
+        """How many call shapes run through a binding now (run() binds a shape seen twice)."""
+        return len(self._shaped)
+
+    @property
+    def unbindable_shapes(self) -> int:
+        """Call shapes found not to bind (an output whose shape depends on the values)."""
+        return sum(1 for n in self._seen.values() if n < 0)
 
     def get_inputs(self) -> list[Arg]:
         return list(self._inputs)
@@ -260,13 +272,13 @@ class Bound:
             value = a.tensor(arr)
             owned.append(value)
             a.check(bind(binding, session._name(name), value))
-        self._args = (session._ptr, None, binding)
-        self._run, self._check = a.RunWithBinding, a.check
+        # the raw call, for loops that cannot afford a Python frame: status = fn(*args); check(status)
+        self.fn, self.args, self.check = a.RunWithBinding, (session._ptr, None, binding), a.check
 
     def __call__(self) -> None:
-        status = self._run(*self._args)
+        status = self.fn(*self.args)
         if status:
-            self._check(status)
+            self.check(status)
 
 
 _SHAPED_MAX = 4  # bound call shapes kept per session
@@ -327,6 +339,7 @@ class StateLoop:
         """states: (input, output) pairs; example: the outputs [y, *states] of one ordinary call,
         which fix every shape and dtype."""
         x = np.ascontiguousarray(x)
+        self.x_shape = x.shape
         shapes = [v.shape for v in example[1:]]
         dtypes = {v.dtype for v in example[1:]}
         if len(dtypes) != 1:
@@ -353,7 +366,7 @@ class StateLoop:
             outs = {y_name: self.y, **{o: dst[i] for i, o in states}}
             self._calls.append(session.bind(ins, outs))
         # per current set k: where the frame goes, the call, and what the caller gets back
-        self._plan = [(self._xs[1 - k], self._calls[k]._run, self._calls[k]._args, self._sets[1 - k],
+        self._plan = [(self._xs[1 - k], self._calls[k].fn, self._calls[k].args, self._sets[1 - k],
                        self._flat[1 - k]) for k in (0, 1)]
 
     @classmethod
@@ -378,5 +391,5 @@ class StateLoop:
         xk[...] = x
         status = run(*args)
         if status:
-            self._calls[0]._check(status)
+            self._calls[0].check(status)
         return self.y.copy(), new, flat

@@ -18,6 +18,8 @@ import threading
 
 import numpy as np
 
+from edgernn.core.errors import NativeError
+
 API_VERSION = 11  # the oldest OrtApi with every function used here (onnxruntime >= 1.11)
 
 vp, sz, i64, cp = C.c_void_p, C.c_size_t, C.c_int64, C.c_char_p
@@ -79,10 +81,6 @@ TYPE_NAME = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int
 CODE_OF_TYPE = {f"tensor({name})": code for code, name in TYPE_NAME.items()}
 ONNX_TYPE_TENSOR = 1
 ORT_ENABLE_ALL, ORT_SEQUENTIAL, LOG_FATAL = 99, 0, 4  # LOG_FATAL: errors come back as statuses, not log lines
-
-
-class NativeError(RuntimeError):
-    """onnxruntime refused a call; the message is onnxruntime's own."""
 
 
 class Unsupported(Exception):
