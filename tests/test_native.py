@@ -29,14 +29,14 @@ def _binding(path):
 
 
 def test_function_table_matches_the_c_header(tmp_path):
-    """Every slot in ortapi.TABLE is the index of that function in the OrtApi struct."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgernn" / "ort-headers"
-    header_dirs = sorted(cache.glob("*/onnxruntime_c_api.h"))
-    if os.environ.get("ORT_INCLUDE"):
-        header_dirs.insert(0, os.path.join(os.environ["ORT_INCLUDE"], "onnxruntime_c_api.h"))
-    header_dirs = [h for h in header_dirs if os.path.isfile(h)]
-    if not header_dirs or shutil.which("gcc") is None:
-        pytest.skip("no onnxruntime_c_api.h cached (tools/embed/fetch_ort_headers.sh) or no gcc")
+    """Every slot in ortapi.TABLE is the index of that function in the OrtApi struct (the vendored
+    header, tools/embed/include; ORT_INCLUDE=DIR checks another release's)."""
+    header_dirs = [os.environ["ORT_INCLUDE"]] if os.environ.get("ORT_INCLUDE") else []
+    header_dirs.append(str(ROOT / "tools" / "embed" / "include"))
+    header_dirs = [os.path.join(d, "onnxruntime_c_api.h") for d in header_dirs
+                   if os.path.isfile(os.path.join(d, "onnxruntime_c_api.h"))]
+    assert header_dirs, "tools/embed/include/onnxruntime_c_api.h is missing"
+    assert shutil.which("gcc"), "gcc is needed to read the OrtApi struct (apt-get install gcc)"
     src = tmp_path / "slots.c"
     lines = "".join(f'printf("{n} %zu\\n", offsetof(OrtApi, {n}) / sizeof(void*));\n' for n in ortapi.TABLE)
     src.write_text('#include <stdio.h>\n#include <stddef.h>\n#include "onnxruntime_c_api.h"\nint main(void){\n'
@@ -274,6 +274,28 @@ def test_batch_binds_its_stacked_states_and_matches_single_streams(tiny_export):
         for i in ids:
             np.testing.assert_allclose(got[i], alone[i].step(frames[i]), atol=2e-6)
     assert b.bound
+
+
+def test_the_installed_onnxruntime_is_in_the_tested_range_pyproject_pins():
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(d for d in deps if d.startswith("onnxruntime"))
+    assert pin == f"onnxruntime>={ortapi.TESTED[0]},<{ortapi.TESTED[1]}"
+    assert ortapi.tested(ort.__version__) and ortapi.reason() is None
+    assert not ortapi.tested("1.23.2") and not ortapi.tested("1.33.0") and ortapi.tested("1.32.1+cpu")
+
+
+def test_a_library_outside_the_tested_range_falls_back_with_its_reason(tiny_export):
+    _, _, path = tiny_export()
+    code = ("import numpy as np\nimport edgernn.runtime.ortapi as o\no.TESTED = ('0.1', '0.2')\n"
+            f"from edgernn.runtime import Runtime\nrt = Runtime({str(path)!r})\n"
+            "s = rt.stream(); [s.step(np.ones(3, np.float32)) for _ in range(3)]\n"
+            "print(type(rt.session).__name__, rt.backend.kind); print(o.reason())\n")
+    r = run_torch_free(code)
+    assert r.returncode == 0, r.stderr
+    kind, why = r.stdout.splitlines()
+    assert kind == "InferenceSession binding" and "outside the range this C path is tested with" in why
 
 
 def test_a_wheel_without_the_library_falls_back_to_the_binding(tiny_export):

@@ -87,6 +87,18 @@ class Unsupported(Exception):
     """This model or build is not for the C path; use the Python binding."""
 
 
+TESTED = ("1.24", "1.33")  # onnxruntime releases the C path is tested with; pyproject pins the same range
+
+
+def _release(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in version.split("+")[0].split(".")[:3])
+
+
+def tested(version: str) -> bool:
+    """Whether this onnxruntime release is inside the tested range (outside: the Python binding)."""
+    return _release(TESTED[0]) <= _release(version) < _release(TESTED[1])
+
+
 def _library_path() -> str | None:
     """The shared library inside the installed onnxruntime package, found without importing it."""
     spec = importlib.util.find_spec("onnxruntime")
@@ -109,6 +121,9 @@ class Api:
         if not api:
             raise Unsupported(f"{path} has no OrtApi version {API_VERSION}")
         self.version = C.CFUNCTYPE(cp)(base[1])().decode()
+        if not tested(self.version):
+            raise Unsupported(f"onnxruntime {self.version} is outside the range this C path is tested with "
+                              f"({TESTED[0]} <= version < {TESTED[1]}); the Python binding is used")
         table = C.cast(api, _P(vp))
         self.lib = lib  # keeps the library loaded
         for name, (slot, res, args) in TABLE.items():
@@ -189,6 +204,12 @@ def api() -> Api:
     if found is None:
         raise Unsupported(why)
     return found
+
+
+def reason() -> str | None:
+    """Why sessions use the Python binding instead of the C API; None when they use the C API."""
+    with lock:
+        return _api_or_reason()[1]
 
 
 def available() -> bool:
