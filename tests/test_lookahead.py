@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edgernn.train import chunked
+from edgernn.train import chunked  # noqa: E402
+from edgernn.export import companion  # noqa: E402
 from edgernn.train import checkpoint# noqa: E402
 from edgernn.export import graph as export_mod# noqa: E402
 from edgernn.core.errors import InputError, ModelFileError  # noqa: E402
@@ -39,7 +40,7 @@ def _export(tmp_path, name="m", seed=0, verify=False, normalize=False, **kw):
     meta = export_mod.metadata_for(loaded, opset=17)
     path = tmp_path / f"{name}.onnx"
     if model.spec.bidirectional:
-        meta.update(chunked.write_companion(loaded.model, meta, path, verify=verify))
+        meta.update(companion.write_companion(loaded.model, meta, path, verify=verify))
     path.write_bytes(export_mod.build(loaded.model, meta).SerializeToString())
     return model, path
 
@@ -187,7 +188,7 @@ def test_companion_metadata_and_errors(tmp_path):
     with pytest.raises(ModelFileError, match="lookahead role"):
         Companion(path)  # the main file is not a companion
     with pytest.raises(InputError, match="unidirectional"):
-        chunked.build_companion(RNNModel(ModelSpec(features=3, hidden=8)), {})
+        companion.build_companion(RNNModel(ModelSpec(features=3, hidden=8)), {})
     companion_path(path).unlink()
     rt = Runtime(path)  # a runtime loads its companion once; a fresh one finds it gone
     with pytest.raises(ModelFileError, match="re-export"):

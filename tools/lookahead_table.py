@@ -12,7 +12,7 @@ frames; baseline: always predicting the mean (the label's variance).
    R in {0, 2, 5, 10, 20, inf}: error against the offline model, the task metric, the latency
    (C+R-1 frames; 10 ms frames assumed) and the measured cost per input frame.
 2. Model B, the same architecture, is trained with the chunked rule at R = --train-lookahead
-   (edgernn.chunked.chunked_forward as the training forward) and streamed at that R: its
+   (edgernn.train.chunked.chunked_forward as the training forward) and streamed at that R: its
    streamed metric equals its own chunked evaluation (no loss of accuracy). It starts from model
    A's weights (fine-tuning an offline model for its latency, --steps more updates), or with
    --from-scratch from a fresh initialisation; the control is model A given as many more
@@ -95,14 +95,14 @@ def _fit(task, *, steps: int, seed: int, chunk: int, lookahead, say, init=None):
 def _export(model, path: Path) -> None:
     """As `edgernn export` does for a bidirectional model: the main file plus its verified companion."""
     from edgernn.train import checkpoint
-    from edgernn.train import chunked
+    from edgernn.export import companion
     from edgernn.export import graph as export_mod
 
     pt = path.with_suffix(".pt")
     checkpoint.save(pt, model)
     loaded = checkpoint.load(pt)
     meta = export_mod.metadata_for(loaded, opset=export_mod.DEFAULT_OPSET)
-    meta.update(chunked.write_companion(loaded.model, meta, path, verify=True))
+    meta.update(companion.write_companion(loaded.model, meta, path, verify=True))
     path.write_bytes(export_mod.build(loaded.model, meta).SerializeToString())
 
 

@@ -103,9 +103,9 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
         meta["export"]["parity"] = None
         export_mod.set_meta(proto, meta)
     if loaded.model.spec.bidirectional:  # the companion graph that streams it with bounded lookahead
-        from edgernn.train import chunked
+        from edgernn.export import companion
 
-        meta.update(chunked.write_companion(loaded.model, meta, output, opset=opset, verify=not no_verify))
+        meta.update(companion.write_companion(loaded.model, meta, output, opset=opset, verify=not no_verify))
         export_mod.set_meta(proto, meta)
     if precision != "fp32":
         proto = _reduce_precision(proto, meta, precision, loaded.model.spec)
@@ -199,9 +199,9 @@ def verify(model_pt, model_onnx, nonlinearity):
 
     companion = lookahead.companion_path(model_onnx)
     if loaded.model.spec.bidirectional and companion is not None and Path(companion).is_file():
-        from edgernn.train import chunked
+        from edgernn.export.companion import verify_companion
 
-        r = chunked.verify_companion(loaded.model, str(companion))
+        r = verify_companion(loaded.model, str(companion))
         if not r["ok"]:
             raise ParityError(f"lookahead companion {companion}: max error {r['max_abs_err']:.3g} over tolerance")
         click.echo(f"lookahead companion ok: max error {r['max_abs_err']:.2e}")

@@ -15,12 +15,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edgernn.core import meta as meta_mod
+from edgernn.export.onnxmeta import DEFAULT_OPSET, make_model, set_meta  # noqa: F401  (set_meta: its old home)
 from edgernn.train.models import RNNModel
 
 EXPORTER = "edgernn-direct/1"
-DEFAULT_OPSET = 17
 _GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn_tanh": [0], "rnn_relu": [0]}
-_OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}  # the ONNX operator of each cell
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -33,7 +33,7 @@ def _reorder(w: np.ndarray, cell: str, hidden: int) -> np.ndarray:
     return np.concatenate([blocks[i] for i in _GATE_ORDER[cell]], axis=0)
 
 
-class _Graph:
+class Graph:
     """A tiny builder: nodes plus initializers with unique names."""
 
     def __init__(self):
@@ -48,7 +48,7 @@ class _Graph:
         return outputs[0]
 
 
-def _layer_weights(model: RNNModel, layer: int):
+def layer_weights(model: RNNModel, layer: int):
     spec, sd = model.spec, model.rnn.state_dict()
     W, R, B = [], [], []
     for suffix in ("", "_reverse")[: spec.directions]:
@@ -60,7 +60,7 @@ def _layer_weights(model: RNNModel, layer: int):
     return np.stack(W), np.stack(R), np.stack(B)
 
 
-def _input(g: _Graph, model: RNNModel) -> str:
+def input_nodes(g: Graph, model: RNNModel) -> str:
     """x (N, L, F) or (N, L) -> (L, N, rnn_input), normalised and embedded."""
     spec = model.spec
     if spec.vocab:
@@ -77,7 +77,7 @@ def _input(g: _Graph, model: RNNModel) -> str:
     return x
 
 
-def _split_states(g: _Graph, name: str, layers: int, d: int) -> list[str]:
+def _split_states(g: Graph, name: str, layers: int, d: int) -> list[str]:
     """h0 (L*D, N, H) -> one (D, N, H) input per layer: no node at all for one layer."""
     if layers == 1:
         return [name]
@@ -86,30 +86,36 @@ def _split_states(g: _Graph, name: str, layers: int, d: int) -> list[str]:
     return outs
 
 
-def _recurrent(g: _Graph, model: RNNModel, x: str) -> tuple[str, list[str], list[str]]:
+def cell_attrs(cell: str, hidden: int, directions: int = 1) -> dict:
+    """The attributes of the ONNX LSTM/GRU/RNN node that computes `cell` as torch does."""
+    attrs = {"hidden_size": hidden}
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    if cell.startswith("rnn"):
+        attrs["activations"] = ["Relu" if cell == "rnn_relu" else "Tanh"] * directions
+    return attrs
+
+
+def _recurrent(g: Graph, model: RNNModel, x: str) -> tuple[str, list[str], list[str]]:
     """Stack the layers; returns the last layer's (L, N, D*H) output and per-layer states.
 
     Few nodes on purpose: a streaming step costs about one onnxruntime dispatch per node.
     """
     spec = model.spec
-    d, h, n = spec.directions, spec.hidden, spec.layers
-    attrs = {"hidden_size": h, "direction": "bidirectional" if d == 2 else "forward"}
-    if spec.cell == "gru":
-        attrs["linear_before_reset"] = 1
-    if spec.cell.startswith("rnn"):
-        attrs["activations"] = ["Relu" if spec.cell == "rnn_relu" else "Tanh"] * d
+    d, n = spec.directions, spec.layers
+    attrs = dict(cell_attrs(spec.cell, spec.hidden, d), direction="bidirectional" if d == 2 else "forward")
     h0s = _split_states(g, "h0", n, d)
     c0s = _split_states(g, "c0", n, d) if spec.cell == "lstm" else []
     hs, cs = [], []
     for layer in range(n):
-        W, R, B = _layer_weights(model, layer)
+        W, R, B = layer_weights(model, layer)
         ins = [x, g.const(f"l{layer}.W", W), g.const(f"l{layer}.R", R), g.const(f"l{layer}.B", B), "", h0s[layer]]
         # One layer: the op writes the graph's state outputs directly.
         outs = [f"l{layer}.Y", "hn" if n == 1 else f"l{layer}.hn"]
         if spec.cell == "lstm":
             ins.append(c0s[layer])
             outs.append("cn" if n == 1 else f"l{layer}.cn")
-        g.op(_OP[spec.cell], ins, outs, **attrs)
+        g.op(OP[spec.cell], ins, outs, **attrs)
         hs.append(outs[1])
         if spec.cell == "lstm":
             cs.append(outs[2])
@@ -121,7 +127,7 @@ def _recurrent(g: _Graph, model: RNNModel, x: str) -> tuple[str, list[str], list
     return x, hs, cs
 
 
-def _head(g: _Graph, model: RNNModel, x: str) -> None:
+def head_nodes(g: Graph, model: RNNModel, x: str) -> None:
     """(L, N, D*H) -> y (N, L, outputs), de-normalised."""
     if model.head is not None:
         x = g.op("MatMul", [x, g.const("head.weight", _np(model.head.weight).T.copy())], ["head_mm"])
@@ -133,7 +139,8 @@ def _head(g: _Graph, model: RNNModel, x: str) -> None:
     g.op("Transpose", [x], ["y"], perm=[1, 0, 2])
 
 
-def _merge(g: _Graph, parts: list[str], name: str) -> None:
+def merge(g: Graph, parts: list[str], name: str) -> None:
+    """Concatenate per-layer states into the graph's one state output (nothing for one layer)."""
     if parts != [name]:
         g.op("Concat", parts, [name], axis=0)
 
@@ -141,13 +148,13 @@ def _merge(g: _Graph, parts: list[str], name: str) -> None:
 def build(model: RNNModel, meta: dict, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The ONNX model for `model`, with inputs x, h0[, c0] and outputs y, hn[, cn]."""
     spec = model.spec
-    g = _Graph()
-    x = _input(g, model)
+    g = Graph()
+    x = input_nodes(g, model)
     x, hs, cs = _recurrent(g, model, x)
-    _head(g, model, x)
-    _merge(g, hs, "hn")
+    head_nodes(g, model, x)
+    merge(g, hs, "hn")
     if cs:
-        _merge(g, cs, "cn")
+        merge(g, cs, "cn")
     nd = spec.layers * spec.directions
     state_shape = [nd, "batch", spec.hidden]
     if spec.vocab:
@@ -158,19 +165,7 @@ def build(model: RNNModel, meta: dict, *, opset: int = DEFAULT_OPSET) -> onnx.Mo
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", spec.outputs])]
     outputs += [helper.make_tensor_value_info(o, TensorProto.FLOAT, state_shape) for _, o in spec.state_names]
     graph = helper.make_graph(g.nodes, "edgernn", inputs, outputs, initializer=g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgernn",
-                              producer_version=__import__("edgernn").__version__)
-    proto.ir_version = min(proto.ir_version, 8)  # readable by onnxruntime builds from 2022 on
-    set_meta(proto, meta)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
-
-
-def set_meta(proto: onnx.ModelProto, meta: dict) -> None:
-    for p in list(proto.metadata_props):
-        if p.key == meta_mod.KEY:
-            proto.metadata_props.remove(p)
-    proto.metadata_props.append(onnx.StringStringEntryProto(key=meta_mod.KEY, value=meta_mod.dumps(meta)))
+    return make_model(graph, meta, opset=opset)
 
 
 def metadata_for(loaded, *, opset: int) -> dict:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from edgernn.core import meta as meta_mod
 from edgernn.core.errors import InputError, ModelFileError
+from edgernn.export.onnxmeta import meta_text, set_meta
 
 CONTROLS = ("START", "END", "READY", "CORRID")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
@@ -76,7 +77,7 @@ def load(onnx_path):
     except Exception as e:  # onnx raises DecodeError and friends for a file that is not a model
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}); expected a file "
                              "written by `edgernn export`") from e
-    text = {p.key: p.value for p in proto.metadata_props}.get(meta_mod.KEY)
+    text = meta_text(proto)
     if text is None:
         raise ModelFileError(f"{path}: no '{meta_mod.KEY}' metadata; the Triton repository is written from a "
                              "file made by `edgernn export`")
@@ -182,7 +183,7 @@ def wrap(proto, meta: dict):
     g.input.extend(keep_in + new_in + controls)
     del g.output[:]
     g.output.extend(keep_out + new_out)
-    _set_meta(m, _served_meta(meta))
+    set_meta(m, _served_meta(meta))
     onnx.checker.check_model(m, full_check=True)
     return m
 
@@ -205,14 +206,6 @@ def _served_meta(meta: dict) -> dict:
     out["serving"] = {"triton": {"controls": list(CONTROLS), "state_layout": "batch-first",
                                  "note": "START zeroes a slot's state; READY=0 keeps it"}}
     return out
-
-
-def _set_meta(proto, meta: dict) -> None:
-    onnx = _onnx()
-    for p in list(proto.metadata_props):
-        if p.key == meta_mod.KEY:
-            proto.metadata_props.remove(p)
-    proto.metadata_props.append(onnx.StringStringEntryProto(key=meta_mod.KEY, value=meta_mod.dumps(meta)))
 
 
 def _check_options(name, max_batch_size, idle_timeout_s, instances, kind, max_sequences, queue_delay_us) -> None:
