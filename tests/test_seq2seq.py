@@ -102,6 +102,8 @@ def trained(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from edgernn.train import seq2seq
+    from edgernn.export import seq2seq as export_seq2seq
+    from edgernn.train import seq2seq_io
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: more threads only contend, badly so on a busy machine
@@ -111,8 +113,8 @@ def trained(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     folder = tmp_path_factory.mktemp("s2s")
-    seq2seq.save(folder / "d.pt", enc, dec, result)
-    enc_path, dec_path, reports = seq2seq.export_pair(folder / "d.pt", folder / "d")
+    seq2seq_io.save(folder / "d.pt", enc, dec, result)
+    enc_path, dec_path, reports = export_seq2seq.export_pair(folder / "d.pt", folder / "d")
     return {"enc": enc, "dec": dec, "result": result, "folder": folder, "pt": folder / "d.pt",
             "enc_path": enc_path, "dec_path": dec_path, "reports": reports}
 
@@ -140,19 +142,21 @@ def test_progress_reports_the_train_keys():
 def test_checkpoint_round_trip(tmp_path, cell):
     torch = pytest.importorskip("torch")
     from edgernn.train import seq2seq
+    from edgernn.export import seq2seq as export_seq2seq
+    from edgernn.train import seq2seq_io
     from edgernn.train.models import RNNModel
 
     torch.manual_seed(0)
     enc_spec, dec_spec = seq2seq.make_specs(cell=cell, hidden=8, layers=2, embed=4)
     enc, dec = RNNModel(enc_spec), RNNModel(dec_spec)
-    seq2seq.save(tmp_path / "p.pt", enc, dec, {"metrics": {"value": 0.5}})
+    seq2seq_io.save(tmp_path / "p.pt", enc, dec, {"metrics": {"value": 0.5}})
     raw = torch.load(tmp_path / "p.pt", weights_only=True)
-    assert seq2seq.is_seq2seq_checkpoint(raw) and not seq2seq.is_seq2seq_checkpoint({"format": "x"})
+    assert seq2seq_io.is_seq2seq_checkpoint(raw) and not seq2seq_io.is_seq2seq_checkpoint({"format": "x"})
     assert raw["tokens"] == dates.TOKENS and raw["bos"] == dates.BOS and raw["eos"] == dates.EOS
-    pair = seq2seq.load(tmp_path / "p.pt")
+    pair = seq2seq_io.load(tmp_path / "p.pt")
     assert pair.encoder.spec == enc_spec and pair.decoder.spec == dec_spec and pair.metrics == {"value": 0.5}
     assert pair.greedy(PROMPTS) == seq2seq.greedy(enc, dec, PROMPTS)
-    _, dec_path, reports = seq2seq.export_pair(tmp_path / "p.pt", tmp_path / "p.onnx")
+    _, dec_path, reports = export_seq2seq.export_pair(tmp_path / "p.pt", tmp_path / "p.onnx")
     assert dec_path.name == "p.decoder.onnx" and reports["encoder"]["ok"] and reports["decoder"]["ok"]
 
 
@@ -212,7 +216,7 @@ def test_max_length_caps_the_output(trained):
 
 
 def test_bad_prompts_and_wrong_files(trained, tmp_path, tiny_export):
-    from edgernn.train import seq2seq
+    from edgernn.train import seq2seq_io
     from edgernn.runtime.generate import greedy_decode
 
     with pytest.raises(InputError, match="non-empty"):
@@ -223,7 +227,7 @@ def test_bad_prompts_and_wrong_files(trained, tmp_path, tiny_export):
     with pytest.raises(ModelFileError, match="not part of an encoder"):
         greedy_decode(onnx_path, "30 Nov 2026")
     with pytest.raises(ModelFileError, match="not a seq2seq checkpoint"):
-        seq2seq.load(pt)
+        seq2seq_io.load(pt)
     with pytest.raises(InputError, match="no such"):
         greedy_decode(tmp_path / "missing.decoder.onnx", "30 Nov 2026")
     lonely = tmp_path / "lonely"

@@ -77,7 +77,7 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
     if unsafe_load:
         click.echo("warning: --unsafe-load unpickles arbitrary objects: a malicious file can run code", err=True)
     if _is_seq2seq(model_pt, unsafe_load):
-        from edgernn.train import seq2seq
+        from edgernn.export import seq2seq
 
         if triton_dir:
             from edgernn.core.errors import InputError
@@ -139,7 +139,7 @@ def _reduce_precision(proto, meta, precision, spec):
     rng = np.random.default_rng(0)
     feeds = []
     for t, n in ((1, 1), (50, 3)):
-        x, states = parity._inputs(spec, n, t, rng)
+        x, states = parity.random_inputs(spec, n, t, rng)
         feeds.append(dict(zip(["x"] + [i for i, _ in spec.state_names], [x, *states])))
     err = prec.compare(proto.SerializeToString(), variant.SerializeToString(), inputs=feeds)
     meta["export"]["precision"] = {"weights": used, "max_err_vs_fp32": err, "tolerance": prec.TOLERANCE[used]}
@@ -152,9 +152,9 @@ def _reduce_precision(proto, meta, precision, spec):
 
 def _is_seq2seq(path, unsafe: bool = False) -> bool:
     from edgernn.train import checkpoint
-    from edgernn.train import seq2seq
+    from edgernn.train import seq2seq_io
 
-    return seq2seq.is_seq2seq_checkpoint(checkpoint.read(path, unsafe=unsafe, unsafe_hint=True))
+    return seq2seq_io.is_seq2seq_checkpoint(checkpoint.read(path, unsafe=unsafe, unsafe_hint=True))
 
 
 def _verify(model, onnx_model) -> dict:

@@ -194,7 +194,7 @@ def _grad_hooks(t, cfg):
 
 def _train_seq2seq(o, output, metrics_json):
     from edgernn.core import fileio
-    from edgernn.train import seq2seq
+    from edgernn.train import seq2seq, seq2seq_io
 
     d = seq2seq.TASK_DEFAULTS
     kw = {k: v for k, v in (("cell", o["cell"]), ("hidden", o["hidden"]), ("steps", o["steps"]),
@@ -204,7 +204,7 @@ def _train_seq2seq(o, output, metrics_json):
                                              progress=_progress_printer("seq2seq"))
     if sys.stderr.isatty():
         click.echo("", err=True)
-    seq2seq.save(output, enc, dec, result)
+    seq2seq_io.save(output, enc, dec, result)
     m = result["metrics"]
     if metrics_json:
         fileio.write_text(metrics_json, json.dumps(m, indent=2) + "\n")

@@ -20,7 +20,8 @@ STEPS = 500
 TOLERANCE = 1e-5  # on |err| / max(1, |reference|): absolute for outputs of unit scale
 
 
-def _inputs(spec, n: int, t: int, rng: np.random.Generator):
+def random_inputs(spec, n: int, t: int, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    """x (n, t, F) in raw units or (n, t) token ids, and a random non-zero state per state input."""
     if spec.vocab:
         x = rng.integers(0, spec.vocab, size=(n, t), dtype=np.int64)
     else:
@@ -58,7 +59,7 @@ def verify(model: RNNModel, onnx_model, *, seed: int = 0, lengths=LENGTHS, batch
     done = 0
     for t in lengths:
         for n in batches:
-            x, states = _inputs(spec, n, t, rng)
+            x, states = random_inputs(spec, n, t, rng)
             xr, ref = _torch(model, x, states)
             got = sess.run(outs, dict(zip(names, [xr, *states])))
             err = max(_err(r, g) for r, g in zip(ref, got))
@@ -80,9 +81,15 @@ def verify(model: RNNModel, onnx_model, *, seed: int = 0, lengths=LENGTHS, batch
     return report
 
 
+def summary(report: dict) -> dict:
+    """What a file's metadata keeps of a `verify` report (`export.parity`)."""
+    return {k: report[k] for k in ("max_abs_err", "lengths", "batches", "steps", "step_max_abs_err", "tolerance")
+            if k in report}
+
+
 def _step_parity(model, sess, names, outs, steps, rng) -> float:
     """T=1 steps carrying the state vs PyTorch over the whole sequence, batch 2."""
-    x, states = _inputs(model.spec, 2, steps, rng)
+    x, states = random_inputs(model.spec, 2, steps, rng)
     xr, ref = _torch(model, x, states)
     cur = list(states)
     ys = []

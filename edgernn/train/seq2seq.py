@@ -5,17 +5,17 @@ decoder's initial state; the decoder (an LM head over the vocabulary) writes the
 to EOS, one character per step. There is no attention on purpose: the hand-off is exactly the
 state contract, so each half exports to one stateful ONNX file (NAME.encoder.onnx,
 NAME.decoder.onnx) and the torch-free runtime joins them with `stream.set_state`
-(edgernn.generate). The task is date normalisation (edgernn.dates); the metric is exact match of
-greedy decoding on held-out dates, and the baseline copies the source unchanged.
+(edgernn.runtime.generate). The task is date normalisation (edgernn.train.dates); the metric is
+exact match of greedy decoding on held-out dates, and the baseline copies the source unchanged.
+
+This module holds the specs and the training; the checkpoint is edgernn.train.seq2seq_io, the
+two ONNX files edgernn.export.seq2seq.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,16 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from edgernn.train import checkpoint
-from edgernn.train import dates
-from edgernn.core import fileio
-from edgernn.export import parity
-from edgernn.export import graph as export_mod
-from edgernn.core.errors import InputError, ModelFileError, ParityError
-from edgernn.train.models import RNNModel, State
+from edgernn.core.errors import InputError
 from edgernn.core.spec import ModelSpec
+from edgernn.train import dates
+from edgernn.train.models import RNNModel, State
 
-FORMAT = "edgernn-seq2seq/1"
 METRIC = "exact_match"  # greater is better
 TASK_DEFAULTS = {
     "cell": "gru",  # any of edgernn.spec.CELLS; unidirectional, since its state is handed over
@@ -185,129 +180,3 @@ def train_seq2seq(*, cell: str = _D["cell"], hidden: int = _D["hidden"], layers:
 
 def _copy(model: RNNModel) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _half(model: RNNModel) -> dict:
-    return {"spec": model.spec.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-def save(path, encoder: RNNModel, decoder: RNNModel, result: dict) -> None:
-    """Write ONE .pt atomically (loadable with torch.load(weights_only=True))."""
-    ckpt = {"format": FORMAT, "task": "dates", "encoder": _half(encoder), "decoder": _half(decoder),
-            "tokens": list(dates.TOKENS), "pad": dates.PAD, "bos": dates.BOS, "eos": dates.EOS, "unk": dates.UNK,
-            "max_length": dates.MAX_LENGTH, "metrics": result.get("metrics", {}),
-            "history": result.get("history", []), "config": result.get("config", {})}
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    fileio.write_bytes(path, buf.getvalue())
-
-
-def is_seq2seq_checkpoint(obj) -> bool:
-    """True for what `checkpoint.read(path)` returns on a file `save` wrote."""
-    return isinstance(obj, dict) and obj.get("format") == FORMAT
-
-
-@dataclass
-class Pair:
-    """An encoder–decoder rebuilt from a checkpoint, with what its ONNX metadata must carry."""
-
-    encoder: RNNModel
-    decoder: RNNModel
-    tokens: list
-    pad: int
-    bos: int
-    eos: int
-    unk: int
-    max_length: int
-    metrics: dict = field(default_factory=dict)
-
-    def greedy(self, texts, *, max_length: int | None = None) -> list[str]:
-        return greedy(self.encoder, self.decoder, texts, max_length=max_length or self.max_length)
-
-
-def load(path) -> Pair:
-    """Rebuild both halves from a seq2seq checkpoint (weights_only loading)."""
-    obj = checkpoint.read(path)
-    if not is_seq2seq_checkpoint(obj):
-        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise ModelFileError(f"{path}: not a seq2seq checkpoint (format {got!r}); expected {FORMAT!r}, "
-                             "the file `edgernn train --task seq2seq` writes")
-    try:
-        halves = []
-        for role in ("encoder", "decoder"):
-            model = RNNModel(ModelSpec.from_dict(obj[role]["spec"]))
-            model.load_state_dict(obj[role]["state_dict"])
-            halves.append(model.eval())
-        pair = Pair(*halves, tokens=list(obj["tokens"]), pad=int(obj["pad"]), bos=int(obj["bos"]),
-                    eos=int(obj["eos"]), unk=int(obj["unk"]), max_length=int(obj["max_length"]),
-                    metrics=obj.get("metrics") or {})
-    except (KeyError, TypeError, RuntimeError, InputError) as e:
-        raise ModelFileError(f"{path}: a damaged seq2seq checkpoint ({str(e).splitlines()[0][:200]}); "
-                             "expected an encoder and a decoder whose specs match their weights; retrain it") from e
-    _check_pair(pair, path)
-    return pair
-
-
-def _check_pair(pair: Pair, path) -> None:
-    e, d = pair.encoder.spec, pair.decoder.spec
-    if (e.cell, e.hidden, e.layers) != (d.cell, d.hidden, d.layers) or e.bidirectional or d.bidirectional:
-        raise ModelFileError(f"{path}: encoder {e.layers}x{e.cell} {e.hidden} (bidirectional={e.bidirectional}) "
-                             f"cannot hand its state to decoder {d.layers}x{d.cell} {d.hidden}; expected the same "
-                             "unidirectional cell, hidden size and layers in both")
-    if not (e.vocab == d.vocab == d.outputs == len(pair.tokens)):
-        raise ModelFileError(f"{path}: vocabularies differ (encoder {e.vocab}, decoder {d.vocab} in / {d.outputs} out, "
-                             f"{len(pair.tokens)} tokens); expected one vocabulary throughout")
-
-
-def onnx_paths(out_stem) -> tuple[Path, Path]:
-    """STEM -> (STEM.encoder.onnx, STEM.decoder.onnx); a trailing .onnx or .pt on STEM is dropped."""
-    stem = Path(out_stem)
-    if stem.suffix in (".onnx", ".pt"):
-        stem = stem.with_suffix("")
-    return stem.parent / f"{stem.name}.encoder.onnx", stem.parent / f"{stem.name}.decoder.onnx"
-
-
-def _link(pair: Pair, role: str, other: Path) -> dict:
-    other_role = "decoder" if role == "encoder" else "encoder"
-    link = {"role": role, other_role: other.name, "tokens": pair.tokens,
-            "pad": pair.pad, "bos": pair.bos, "eos": pair.eos, "unk": pair.unk}
-    if role == "decoder":
-        link["max_length"] = pair.max_length
-    return link
-
-
-def _verified(model: RNNModel, proto, meta: dict, role: str) -> dict:
-    report = parity.verify(model, proto.SerializeToString())
-    if not report["ok"]:
-        raise ParityError(f"{role} parity FAILED: max error {report['max_abs_err']:.3g} > tolerance "
-                          f"{report['tolerance']:g}; no file written", report)
-    meta["export"]["parity"] = {k: report[k] for k in ("max_abs_err", "lengths", "batches", "steps",
-                                                       "step_max_abs_err", "tolerance") if k in report}
-    export_mod.set_meta(proto, meta)
-    return report
-
-
-def export_pair(path_pt, out_stem, *, opset: int = export_mod.DEFAULT_OPSET, verify: bool = True):
-    """Write STEM.encoder.onnx and STEM.decoder.onnx, linked by relative file names in metadata.
-
-    Both are parity-checked before either is written. Returns (enc_path, dec_path, reports), the
-    reports keyed "encoder" / "decoder" (None without verify).
-    """
-    pair = load(path_pt)
-    paths = dict(zip(("encoder", "decoder"), onnx_paths(out_stem)))
-    protos, reports = {}, {}
-    for role, other in (("encoder", "decoder"), ("decoder", "encoder")):
-        model = getattr(pair, role)
-        loaded = checkpoint.Loaded(model, "seq2seq", metrics=pair.metrics)
-        meta = export_mod.metadata_for(loaded, opset=opset)
-        meta["seq2seq"] = _link(pair, role, paths[other])
-        proto = export_mod.build(model, meta, opset=opset)
-        if verify:
-            reports[role] = _verified(model, proto, meta, role)
-        else:
-            meta["export"]["parity"], reports[role] = None, None
-            export_mod.set_meta(proto, meta)
-        protos[role] = proto
-    for role, proto in protos.items():
-        fileio.write_bytes(paths[role], proto.SerializeToString())
-    return paths["encoder"], paths["decoder"], reports
