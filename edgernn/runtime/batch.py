@@ -30,7 +30,7 @@ class Batch:
         sig = runtime.signature
         if runtime.bidirectional:
             raise checks.cannot_step_bidirectional()
-        if any(s.batch_axis < 0 for s in sig.states):
+        if any(s.batch_axis < 0 for s in sig.states) or "b" not in sig.layout:
             raise InputError("this model's states have no batch axis; expected a symbolic batch dim to batch streams "
                              "(use one Runtime.stream() per stream instead)")
         self.runtime, self.nan_policy = runtime, checks.check_nan_policy(nan_policy)
@@ -122,6 +122,7 @@ class Batch:
             y = self._advance(None if everyone else slots, x)
             if self._time:
                 y = y[:, -1]
+            y = y.reshape(len(y), -1)
             if everyone and not in_order:
                 y = y[slots]
             return dict(zip(ids, y))
@@ -161,6 +162,11 @@ class Batch:
         except KeyError:
             bad = next(i for i in ids if i not in self._slot)
             raise InputError(f"stream id {bad!r} is not open; expected one of the ids open() returned") from None
+        if self.runtime.signature.frame_open:  # the first frame fixes a symbolic size
+            first = np.shape(next(iter(frames.values())))
+            if len(first) == 1 and first[0]:
+                self.runtime.set_frame(first[0])
+            self._x_shape = self.runtime.signature.frame_shape
         want = (len(ids),) + self._x_shape
         try:
             x = np.asarray(list(frames.values()), dtype=self.runtime.signature.dtype)
@@ -201,10 +207,12 @@ class Batch:
         else:
             idx = np.asarray(slots)
             state = {p.input: self._arrays[p.input][self._index(p, idx)] for p in self._pairs}
+        sig = self.runtime.signature
         try:
-            y, new = self._stepper.run(x, state)
+            y, new = self._stepper.run(sig.call_x(x), state)
         except Exception as e:  # onnxruntime's own error types; no state was touched
             raise checks.run_error(e) from e
+        y = sig.canon_y(y)
         if self._stepper.nonfinite(new):
             checks.check_states(new, "for one of these streams")
         if slots is None:

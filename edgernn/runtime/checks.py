@@ -83,6 +83,9 @@ def check_frames(rt, frames) -> np.ndarray:
         x = np.asarray(frames, dtype=sig.dtype)
     except (TypeError, ValueError) as e:
         raise InputError(f"frames could not be read as {np.dtype(sig.dtype).name} ({e}); expected numbers") from e
+    if sig.frame_open and x.ndim == 2 and x.shape[1]:  # the first frames fix a symbolic size
+        rt.set_frame(x.shape[1])
+        sig = rt.signature
     if x.ndim == len(sig.frame_shape) and x.ndim >= 1 and x.shape[-1:] == (1,) == sig.frame_shape:
         x = x[:, None]  # a column of scalars for a one-feature model
     if sig.frame_shape == () and x.ndim == 2 and x.shape[1] == 1:

@@ -3,6 +3,14 @@
 Read from edgernn metadata when the file has it, else from the graph and the names the user
 gives (`states={"in": "out"}`), else from the obvious pairings (h0/hn, state/stateN, …).
 Torch-free.
+
+The frame input's axes are its layout, one letter each: b (batch), t (time), f (one frame's
+values). edgernn files are `btf` (tokens `bt`, one step per call `bf`); other exporters write
+time-major `tbf`, batchless `tf` (Silero's `[seq_len, 576]`) or token `[batch, sequence]` inputs.
+The runtime talks in `(N, T, *frame)` and converts at the call (Signature.call_x / canon_y), so
+time is never taken for features or batch. A symbolic frame size (Silero's raw-sample
+`[batch, sequence]`) stays open until the caller gives it (`frame=N`, `--window`, or the length
+of the first frame).
 """
 
 from __future__ import annotations
@@ -17,6 +25,10 @@ from edgernn.core.errors import InputError, ModelFileError
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64,
            "tensor(int32)": np.int32, "tensor(float16)": np.float16}
+LAYOUTS = {3: ("btf", "tbf"), 2: ("bf", "tf", "bt", "tb")}
+_TIME_NAMES = {"t", "time", "times", "seq", "sequence", "seq_len", "seqlen", "sequence_length", "length", "steps",
+               "time_steps", "timesteps", "frames", "num_frames", "n_frames", "chunks"}
+_BATCH_NAMES = {"batch", "n", "batch_size", "b", "bs", "batches", "num_streams", "streams"}
 # (input pattern, output template) tried in order when the user names no pairs.
 _PAIRINGS = [(r"^(.*)0$", r"{}n"), (r"^(.*)_in$", r"{}_out"), (r"^(.*)$", r"{}n"), (r"^(.*)$", r"{}N"),
              (r"^(.*)$", r"{}_out"), (r"^(.*)$", r"{}_n"), (r"^(.*)$", r"{}_new"), (r"^(.*)$", r"next_{}"),
@@ -32,6 +44,11 @@ class StatePair:
     dtype: type = np.float32
 
     def zeros(self, batch: int) -> np.ndarray:
+        if self.batch_axis < 0:  # a fixed-shape state: the model serves one stream per call
+            if batch != 1:
+                raise InputError(f"state {self.input!r} has the fixed shape {list(self.shape)} (no batch axis); "
+                                 "expected one stream per call")
+            return np.zeros(self.shape, dtype=self.dtype)
         shape = list(self.shape)
         shape[self.batch_axis] = batch
         return np.zeros(shape, dtype=self.dtype)
@@ -47,10 +64,47 @@ class Signature:
     states: tuple  # StatePair, ...
     constants: dict  # input name -> np.ndarray fed on every call
     pairing: str  # "metadata" | "given" | "guessed"
+    layout: str = "btf"  # the axes of x in the file: b batch, t time, f the frame's values
+    frame_symbol: str | None = None  # the name of a frame size still open (frame_shape holds None)
 
     @property
     def outputs(self) -> list[str]:
         return [self.y] + [s.output for s in self.states]
+
+    @property
+    def frame_open(self) -> bool:
+        return any(d is None for d in self.frame_shape)
+
+    @property
+    def step_shape(self) -> tuple:
+        """x of one step of one stream, in the file's layout."""
+        return tuple(1 if a in "bt" else self.frame_shape[0] for a in self.layout) if "f" in self.layout else \
+            tuple(1 for _ in self.layout)
+
+    def call_x(self, x: np.ndarray) -> np.ndarray:
+        """(N, T, *frame), or (N, *frame) without time, -> the file's layout."""
+        if self.layout[0] == "t":
+            if "b" not in self.layout:
+                if x.shape[0] != 1:
+                    raise InputError(f"{x.shape[0]} streams in one call; this model's input {self.x!r} has no batch "
+                                     "axis: expected one stream per call")
+                return x[0]
+            return x.swapaxes(0, 1)
+        return x
+
+    def canon_y(self, y: np.ndarray) -> np.ndarray:
+        """The file's y -> (N, T, outputs), or (N, outputs) without time."""
+        if self.layout[0] == "t":
+            if "b" not in self.layout:
+                y = y[None]
+                return y[..., None] if y.ndim == 2 else y
+            return y.swapaxes(0, 1) if y.ndim >= 2 else y
+        return y
+
+    def with_frame(self, size: int) -> "Signature":
+        import dataclasses
+
+        return dataclasses.replace(self, frame_shape=(int(size),), frame_symbol=None)
 
 
 def _constant(arg, value, source: str) -> np.ndarray:
@@ -130,7 +184,8 @@ def _guess_pairs(inputs: dict, outputs: list[str], taken: set) -> dict:
 
 
 def from_session(sess, *, source: str = "model", states: dict | None = None, constants: dict | None = None,
-                 require_constants: bool = True) -> tuple[Signature, dict | None]:
+                 require_constants: bool = True, layout: str | None = None,
+                 frame: int | None = None) -> tuple[Signature, dict | None]:
     """Resolve the signature of an onnxruntime session; returns it and the parsed metadata (or None)."""
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = [o.name for o in sess.get_outputs()]
@@ -174,30 +229,64 @@ def from_session(sess, *, source: str = "model", states: dict | None = None, con
     if extra and require_constants:
         raise ModelFileError(f"{source}: inputs {extra} are neither the frame, a state nor a constant; "
                              "pass them with --const NAME=VALUE or pair them with --state IN=OUT")
-    return _frame(inputs[x_name], meta, source, y_name, pairs_, constants, pairing), meta
+    return _frame(inputs[x_name], meta, source, y_name, pairs_, constants, pairing, layout, frame), meta
 
 
-def _frame(x, meta, source, y_name, pairs, constants, pairing) -> Signature:
+def _name(d) -> str:
+    return d.lower() if isinstance(d, str) else ""
+
+
+def guess_layout(dims: list, dtype) -> str:
+    """The layout of a frame input from its dims and dtype (no metadata, none given)."""
+    if len(dims) == 3:
+        first, second = _name(dims[0]), _name(dims[1])
+        return "tbf" if first in _TIME_NAMES or (second in _BATCH_NAMES and first not in _BATCH_NAMES) else "btf"
+    if len(dims) == 2:
+        first = _name(dims[0])
+        if np.issubdtype(dtype, np.integer) and not isinstance(dims[1], int):  # token ids, a symbolic length
+            return "tb" if first in _TIME_NAMES else "bt"
+        return "tf" if first in _TIME_NAMES else "bf"
+    return ""
+
+
+def _frame(x, meta, source, y_name, pairs, constants, pairing, layout=None, frame=None) -> Signature:
     dims = _dims(x)
     dtype = _DTYPES.get(x.type)
     if dtype is None:
         raise ModelFileError(f"{source}: input {x.name!r} has type {x.type}; expected float or int64 frames")
-    token = meta is not None and meta["input"]["dtype"] == "int64"
-    if token or (len(dims) == 2 and dtype == np.int64 and meta is not None):
-        has_time, frame = True, ()
-    elif len(dims) == 3:
-        has_time, frame = True, (dims[2],)
-    elif len(dims) == 2:
-        has_time, frame = False, (dims[1],)
-    else:
+    if layout is None:
+        token = meta is not None and meta["input"]["dtype"] == "int64"
+        if meta is not None:
+            layout = "bt" if token or (len(dims) == 2 and dtype == np.int64) else "btf" if len(dims) == 3 else "bf"
+        else:
+            layout = guess_layout(dims, dtype)
+    if len(dims) not in LAYOUTS:
         raise ModelFileError(f"{source}: input {x.name!r} has rank {len(dims)} ({dims}); expected rank 3 "
                              "[batch, time, features] or rank 2 [batch, features]")
-    if frame and not isinstance(frame[0], int):
-        feats = meta and meta["input"].get("features")
-        if not isinstance(feats, int):
-            raise ModelFileError(f"{source}: the feature dim of {x.name!r} is symbolic ({frame[0]!r}); expected a fixed size")
-        frame = (feats,)
-    if meta is not None and meta["input"].get("features") not in (None, frame[0] if frame else None):
+    if layout not in LAYOUTS[len(dims)]:
+        raise InputError(f"layout {layout!r} for input {x.name!r} of rank {len(dims)} ({dims}); expected one of "
+                         f"{', '.join(LAYOUTS[len(dims)])}")
+    has_time = "t" in layout
+    frame_shape, symbol = (), None
+    if "f" in layout:
+        d = dims[layout.index("f")]
+        if not isinstance(d, int):
+            feats = meta and meta["input"].get("features")
+            if isinstance(feats, int):
+                d = feats
+            elif frame is not None:
+                d = int(frame)
+            else:
+                d, symbol = None, d if isinstance(d, str) else "?"
+        elif frame is not None and int(frame) != d:
+            raise InputError(f"frame={frame}; the input {x.name!r} of {source} takes frames of {d} values")
+        frame_shape = (d,)
+    elif frame is not None:
+        raise InputError(f"frame={frame}; the input {x.name!r} of {source} takes one token per step, not frames")
+    if "b" not in layout and any(s.batch_axis >= 0 for s in pairs):
+        raise ModelFileError(f"{source}: input {x.name!r} ({dims}) has no batch axis but its states do; "
+                             "expected a layout with b (layout=btf, tbf, bf or bt)")
+    if meta is not None and meta["input"].get("features") not in (None, frame_shape[0] if frame_shape else None):
         raise ModelFileError(f"{source}: metadata says {meta['input']['features']} features but the graph takes "
-                             f"{frame[0] if frame else 'tokens'}; the metadata contradicts the graph: re-export it")
-    return Signature(x.name, dtype, frame, has_time, y_name, pairs, constants, pairing)
+                             f"{frame_shape[0] if frame_shape else 'tokens'}; the metadata contradicts the graph: re-export it")
+    return Signature(x.name, dtype, frame_shape, has_time, y_name, pairs, constants, pairing, layout, symbol)

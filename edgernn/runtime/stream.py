@@ -26,7 +26,6 @@ class Stream:
         self._state = runtime.zero_state(1)
         self._float = np.issubdtype(sig.dtype, np.floating)
         self._dtype, self._fshape, self._x_shape = sig.dtype, sig.frame_shape, runtime.frame_call_shape
-        self._last_y = not sig.has_time
         self._bi = runtime.bidirectional
 
     @property
@@ -59,7 +58,7 @@ class Stream:
             checks.check_states(stepper.host(new), f"at frame {self.steps}")
         self._state = new
         self.steps += 1
-        return y.reshape(-1) if self._last_y else y[0, -1]
+        return y.reshape(-1)  # one step of one stream: the outputs, whatever the file's layout
 
     def _coerce(self, frame) -> np.ndarray:
         try:
@@ -68,6 +67,13 @@ class Stream:
             raise InputError(f"frame could not be read as {np.dtype(self._dtype).name} ({e}); expected numbers") from e
 
     def _reshape(self, x: np.ndarray) -> np.ndarray:
+        rt = self.runtime
+        if rt.signature.frame_open and x.ndim == 1 and x.size:  # the first frame fixes a symbolic size
+            rt.set_frame(x.size)
+        if rt.signature.frame_shape != self._fshape:
+            self._fshape, self._x_shape = rt.signature.frame_shape, rt.frame_call_shape
+            if x.shape == self._fshape:
+                return x
         if x.size == 1 and self._fshape == (1,):
             return x.reshape(1)
         raise InputError(f"frame of shape {x.shape}; expected {self._fshape} (one value per feature)")
