@@ -15,7 +15,8 @@ from edgernn.export import companion  # noqa: E402
 from edgernn.train import checkpoint# noqa: E402
 from edgernn.export import graph as export_mod# noqa: E402
 from edgernn.core.errors import InputError, ModelFileError  # noqa: E402
-from edgernn.runtime.lookahead import Companion, LookaheadStream, companion_path, lookahead_offline, sweep  # noqa: E402
+from edgernn.runtime.lookahead import Companion, LookaheadStream, companion_path, lookahead_offline, parse_lookahead  # noqa: E402
+from edgernn.runtime.lookahead_bench import sweep  # noqa: E402
 from edgernn.train.models import RNNModel  # noqa: E402
 from edgernn.runtime import Runtime  # noqa: E402
 from edgernn.core.spec import ModelSpec  # noqa: E402
@@ -244,3 +245,11 @@ def test_cli_export_stream_verify_bench_with_lookahead(tiny_export, tmp_path):
     assert r.returncode == 0 and "inf" in r.stdout, r.stderr
     r = run_cli("stream", "--model", tmp_path / "bi.onnx", "--input", tmp_path / "x.npy", "--lookahead", "-2")
     assert r.returncode == 2 and "--lookahead" in r.stderr
+
+
+def test_parse_lookahead():
+    assert parse_lookahead("0") == 0 and parse_lookahead("12") == 12
+    assert all(math.isinf(parse_lookahead(t)) for t in ("inf", " Infinity ", "∞"))
+    for bad in ("-1", "2.5", "x", ""):
+        with pytest.raises(InputError, match="expected a number of frames >= 0, or inf"):
+            parse_lookahead(bad)

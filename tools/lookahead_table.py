@@ -119,7 +119,7 @@ def _stream_all(rt, x: np.ndarray, *, lookahead, chunk: int) -> np.ndarray:
 
 
 def _rows(rt, task, *, chunk: int, say) -> list[dict]:
-    from edgernn.runtime import lookahead as la
+    from edgernn.runtime import lookahead_bench as la
 
     x = task.val[0]
     offline = np.stack([rt.offline(seq) for seq in x])

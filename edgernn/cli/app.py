@@ -283,14 +283,14 @@ def bench(ctx, model_path, streams, chunk, steps, rounds, threads, lookaheads, a
 
 def _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads, as_json):
     """Cost and latency of latency-controlled streaming against R."""
-    from edgernn.runtime import lookahead
-    from edgernn.cli.stream import _lookahead_value
+    from edgernn.runtime import lookahead_bench
+    from edgernn.runtime.lookahead import parse_lookahead
     from edgernn.runtime.engine import Runtime
 
-    rs = [_lookahead_value(r) for r in lookaheads]
+    rs = [parse_lookahead(r) for r in lookaheads]
     c = chunk if ctx.get_parameter_source("chunk") == click.core.ParameterSource.COMMANDLINE else 1
-    rows = lookahead.sweep(Runtime(model_path, threads=threads), [None if r == float("inf") else r for r in rs],
-                           chunk=c, steps=steps, rounds=rounds)
+    rows = lookahead_bench.sweep(Runtime(model_path, threads=threads), [None if r == float("inf") else r for r in rs],
+                                 chunk=c, steps=steps, rounds=rounds)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

@@ -9,7 +9,6 @@ Classifiers can also turn their per-frame posteriors into events (edgernn.events
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import threading
@@ -235,28 +234,15 @@ def stream(**o):
         _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history)
 
 
-def _lookahead_value(text: str):
-    from edgernn.core.errors import InputError
-
-    if text.strip().lower() in ("inf", "infinity", "∞"):
-        return math.inf
-    try:
-        r = int(text)
-    except ValueError:
-        r = -1
-    if r < 0:
-        raise InputError(f"--lookahead {text!r}; expected a number of frames >= 0, or inf")
-    return r
-
-
 def _run_lookahead(rt, framer, o, is_mic, is_wav, writer) -> None:
     """Latency-controlled streaming: each line's t names the input frame it belongs to."""
     from edgernn.core.errors import InputError
+    from edgernn.runtime.lookahead import parse_lookahead
 
     if is_mic or o["state_file"] or o["events"] or o["plot"]:
         raise InputError("--lookahead streams files and stdin, one line per frame; expected no --input mic, "
                          "--state-file, --events or --plot with it")
-    s = rt.stream(lookahead=_lookahead_value(o["lookahead"]), chunk=o["chunk"], nan_policy=o["nan_policy"])
+    s = rt.stream(lookahead=parse_lookahead(o["lookahead"]), chunk=o["chunk"], nan_policy=o["nan_policy"])
     if is_wav:
         samples, rate = o["wav"]
         frames = ModelFrontend(rt, framer, rate, o["input_"]).offline(samples)
