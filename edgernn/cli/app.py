@@ -68,113 +68,41 @@ def main():
 def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load, triton_dir, triton_max_batch,
            triton_idle_timeout, triton_instances, triton_gpu):
     """Write ONE stateful ONNX file (x, h0[, c0] -> y, hn[, cn]) and verify it against PyTorch."""
-    from pathlib import Path
-
-    from edgernn.train import checkpoint
-    from edgernn.core import fileio
-    from edgernn.export import graph as export_mod
+    from edgernn.export.pipeline import export_checkpoint
 
     if unsafe_load:
         click.echo("warning: --unsafe-load unpickles arbitrary objects: a malicious file can run code", err=True)
-    if _is_seq2seq(model_pt, unsafe_load):
-        from edgernn.export import seq2seq
-
-        if triton_dir:
-            from edgernn.core.errors import InputError
-
-            raise InputError("--triton serves one stateful model; an encoder-decoder is two files: export it without --triton")
-
-        stem = Path(output).with_suffix("") if output else Path(model_pt).with_suffix("")
-        enc, dec, reports = seq2seq.export_pair(model_pt, stem, opset=opset, verify=not no_verify)
-        worst = max((r["max_abs_err"] for r in reports.values() if r), default=None) if isinstance(reports, dict) else None
-        note = f"parity max error {worst:.2e}" if worst is not None else "not verified"
-        click.echo(f"wrote {enc} and {dec} ({note})")
+    triton_options = dict(max_batch_size=triton_max_batch, idle_timeout_s=triton_idle_timeout,
+                          instances=triton_instances, kind="gpu" if triton_gpu else "cpu")
+    r = export_checkpoint(model_pt, output, opset=opset, precision=precision, verify=not no_verify,
+                          nonlinearity=nonlinearity, unsafe_load=unsafe_load, triton=triton_dir,
+                          triton_options=triton_options, progress=_progress())
+    note = f"parity max error {r.max_error:.2e}" if r.max_error is not None else "not verified"
+    if r.meta is None:  # an encoder-decoder pair
+        click.echo(f"wrote {r.files[0]} and {r.files[1]} ({note})")
         return
-    loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity, unsafe_hint=True)
-    output = Path(output or Path(model_pt).with_suffix(".onnx"))
-    meta = export_mod.metadata_for(loaded, opset=opset)
-    proto = export_mod.build(loaded.model, meta, opset=opset)
-    if not no_verify:
-        report = _verify(loaded.model, proto.SerializeToString())
-        meta["export"]["parity"] = {k: report[k] for k in ("max_abs_err", "lengths", "batches", "steps",
-                                                           "step_max_abs_err", "tolerance") if k in report}
-        export_mod.set_meta(proto, meta)
-    else:
-        meta["export"]["parity"] = None
-        export_mod.set_meta(proto, meta)
-    if loaded.model.spec.bidirectional:  # the companion graph that streams it with bounded lookahead
-        from edgernn.export import companion
-
-        meta.update(companion.write_companion(loaded.model, meta, output, opset=opset, verify=not no_verify))
-        export_mod.set_meta(proto, meta)
-    if precision != "fp32":
-        proto = _reduce_precision(proto, meta, precision, loaded.model.spec)
-    fileio.write_bytes(output, proto.SerializeToString())
-    parity = meta["export"]["parity"]
-    note = f"parity max error {parity['max_abs_err']:.2e}" if parity else "not verified"
-    if "precision" in meta["export"]:
-        p = meta["export"]["precision"]
-        note += f"; {p['weights']} weights, {p['max_err_vs_fp32']:.2e} from fp32"
-    if "lookahead" in meta:
-        note += f"; lookahead companion {meta['lookahead']['file']}"
-    click.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB, {note})")
-    if triton_dir:
-        from edgernn.serve import triton
-
-        folder = triton.write_repository(output, triton_dir, max_batch_size=triton_max_batch,
-                                         idle_timeout_s=triton_idle_timeout, instances=triton_instances,
-                                         kind="gpu" if triton_gpu else "cpu")
-        click.echo(f"wrote {folder}/ (Triton model repository: config.pbtxt, 1/model.onnx)")
+    if r.precision:
+        note += f"; {r.precision['weights']} weights, {r.precision['max_err_vs_fp32']:.2e} from fp32"
+    if r.companion:
+        note += f"; lookahead companion {r.companion}"
+    click.echo(f"wrote {r.path} ({r.path.stat().st_size / 1024:.1f} KiB, {note})")
+    if r.triton:
+        click.echo(f"wrote {r.triton}/ (Triton model repository: config.pbtxt, 1/model.onnx)")
 
 
-def _reduce_precision(proto, meta, precision, spec):
-    """fp16/int8 variant, checked against the verified fp32 graph with a precision-fit tolerance."""
-    import numpy as np
+def _progress():
+    """The verification progress line on a terminal; None (no line) otherwise."""
+    def show(done, total):
+        click.echo(f"\rverifying parity {done}/{total}", err=True, nl=done == total)
 
-    from edgernn.export import graph as export_mod
-    from edgernn.export import parity
-    from edgernn.export import precision as prec
-
-    variant, used = prec.convert(proto, precision, spec.cell)
-    rng = np.random.default_rng(0)
-    feeds = []
-    for t, n in ((1, 1), (50, 3)):
-        x, states = parity.random_inputs(spec, n, t, rng)
-        feeds.append(dict(zip(["x"] + [i for i, _ in spec.state_names], [x, *states])))
-    err = prec.compare(proto.SerializeToString(), variant.SerializeToString(), inputs=feeds)
-    meta["export"]["precision"] = {"weights": used, "max_err_vs_fp32": err, "tolerance": prec.TOLERANCE[used]}
-    if err > prec.TOLERANCE[used]:
-        raise ParityError(f"{used} variant differs from fp32 by {err:.3g} > tolerance {prec.TOLERANCE[used]}; "
-                          "no file written: keep fp32 for this model")
-    export_mod.set_meta(variant, meta)
-    return variant
-
-
-def _is_seq2seq(path, unsafe: bool = False) -> bool:
-    from edgernn.train import checkpoint
-    from edgernn.train import seq2seq_io
-
-    return seq2seq_io.is_seq2seq_checkpoint(checkpoint.read(path, unsafe=unsafe, unsafe_hint=True))
+    return show if sys.stderr.isatty() else None
 
 
 def _verify(model, onnx_model) -> dict:
     """Run parity with a progress line; raise ParityError with the report when it fails."""
     from edgernn.export import parity
 
-    def show(done, total):
-        click.echo(f"\rverifying parity {done}/{total}", err=True, nl=done == total)
-
-    try:
-        report = parity.verify(model, onnx_model, progress=show if sys.stderr.isatty() else None)
-    except Exception as e:  # onnxruntime refusing the inputs means the file is not this model
-        raise ParityError(f"the ONNX model does not accept this model's inputs ({str(e).splitlines()[0][:200]}); "
-                          "expected the file exported from this checkpoint") from e
-    if not report["ok"]:
-        worst = max(report["cases"], key=lambda c: c["err"])
-        raise ParityError(f"parity FAILED: max error {report['max_abs_err']:.3g} > tolerance {report['tolerance']:g} "
-                          f"(worst case length {worst['length']}, batch {worst['batch']}; "
-                          f"stepped {report.get('step_max_abs_err', 'n/a')}); no file written", report)
-    return report
+    return parity.check(model, onnx_model, progress=_progress())
 
 
 @main.command()

@@ -11,8 +11,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgernn.train.models import RNNModel
+from edgernn.core.errors import ParityError
 from edgernn.runtime.native import open_session
+from edgernn.train.models import RNNModel
 
 LENGTHS = (1, 7, 300)
 BATCHES = (1, 3)
@@ -78,6 +79,21 @@ def verify(model: RNNModel, onnx_model, *, seed: int = 0, lengths=LENGTHS, batch
             progress(total, total)
     report["max_abs_err"] = worst
     report["ok"] = bool(worst <= TOLERANCE)
+    return report
+
+
+def check(model: RNNModel, onnx_model, *, progress: Callable[[int, int], None] | None = None) -> dict:
+    """`verify`, raising ParityError (with the report) when the file is not this model."""
+    try:
+        report = verify(model, onnx_model, progress=progress)
+    except Exception as e:  # onnxruntime refusing the inputs means the file is not this model
+        raise ParityError(f"the ONNX model does not accept this model's inputs ({str(e).splitlines()[0][:200]}); "
+                          "expected the file exported from this checkpoint") from e
+    if not report["ok"]:
+        worst = max(report["cases"], key=lambda c: c["err"])
+        raise ParityError(f"parity FAILED: max error {report['max_abs_err']:.3g} > tolerance {report['tolerance']:g} "
+                          f"(worst case length {worst['length']}, batch {worst['batch']}; "
+                          f"stepped {report.get('step_max_abs_err', 'n/a')}); no file written", report)
     return report
 
 
