@@ -1,22 +1,25 @@
-"""The onnxruntime call floor: a graph with a model's exact inputs and outputs and no work."""
+"""The onnxruntime call floor: a graph with a model's exact inputs and outputs and no work.
+
+Needs the onnx package, imported inside (this is core: importing it needs only numpy).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
 
-_T = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
-      np.dtype(np.float64): TensorProto.DOUBLE, np.dtype(np.int32): TensorProto.INT32}
+from edgernn.core import dtypes
 
 
 def identity_graph(rt) -> bytes:
     """y = x[..., :1] broadcast to the output width (one cheap node); states pass through."""
+    from onnx import TensorProto, helper, numpy_helper
+
     sig = rt.signature
     ins = [i for i in rt.session.get_inputs()]
     outs = [o for o in rt.session.get_outputs() if o.name in sig.outputs]
     def vi(a, dtype=None):
         shape = [d if isinstance(d, int) else (d or None) for d in a.shape]
-        return helper.make_tensor_value_info(a.name, dtype or _elem(a.type), shape)
+        return helper.make_tensor_value_info(a.name, dtype or dtypes.BY_ORT[a.type].code, shape)
     nodes = [helper.make_node("Identity", [s.input], [s.output]) for s in sig.states]
     width = rt.out_size or 1
     if sig.dtype == np.int64:
@@ -33,8 +36,3 @@ def identity_graph(rt) -> bytes:
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m.SerializeToString()
-
-
-def _elem(t: str) -> int:
-    return {"tensor(float)": TensorProto.FLOAT, "tensor(int64)": TensorProto.INT64,
-            "tensor(double)": TensorProto.DOUBLE, "tensor(int32)": TensorProto.INT32}[t]

@@ -18,6 +18,7 @@ import threading
 
 import numpy as np
 
+from edgernn.core import dtypes
 from edgernn.core.errors import NativeError
 
 API_VERSION = 11  # the oldest OrtApi with every function used here (onnxruntime >= 1.11)
@@ -72,13 +73,11 @@ TABLE = {
     "BindOutput": (137, vp, [vp, cp, vp]),
 }
 
-# ONNX tensor element types <-> numpy
-ELEM = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
-         9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
+# ONNX tensor element types <-> numpy and onnxruntime's names, as the C API wants them (edgernn.core.dtypes)
+ELEM = {d.code: d.numpy for d in dtypes.TABLE if d.numpy is not None}
 CODE = {np.dtype(t): c for c, t in ELEM.items()}
-TYPE_NAME = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
-              9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64"}
-CODE_OF_TYPE = {f"tensor({name})": code for code, name in TYPE_NAME.items()}
+TYPE_NAME = {d.code: d.ort_elem for d in dtypes.TABLE}
+CODE_OF_TYPE = {d.ort: d.code for d in dtypes.TABLE}
 ONNX_TYPE_TENSOR = 1
 ORT_ENABLE_ALL, ORT_SEQUENTIAL, LOG_FATAL = 99, 0, 4  # LOG_FATAL: errors come back as statuses, not log lines
 

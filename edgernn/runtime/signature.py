@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgernn.core import dtypes
 from edgernn.core import meta as meta_mod
 from edgernn.core.errors import InputError, ModelFileError
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64,
-           "tensor(int32)": np.int32, "tensor(float16)": np.float16}
+_DTYPES = dtypes.numpy_by_ort("float32", "int64", "float64", "int32", "float16")  # what a frame or state may be
 LAYOUTS = {3: ("btf", "tbf"), 2: ("bf", "tf", "bt", "tb")}
 _TIME_NAMES = {"t", "time", "times", "seq", "sequence", "seq_len", "seqlen", "sequence_length", "length", "steps",
                "time_steps", "timesteps", "frames", "num_frames", "n_frames", "chunks"}

@@ -32,14 +32,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgernn.core import dtypes
 from edgernn.core import meta as meta_mod
 from edgernn.core.errors import InputError, ModelFileError
 from edgernn.export.onnxmeta import meta_text, set_meta
 
 CONTROLS = ("START", "END", "READY", "CORRID")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
-# onnx TensorProto.DataType number -> Triton data type
-_TRITON_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 6: "TYPE_INT32", 7: "TYPE_INT64"}
+# the element types a served tensor may have: onnx TensorProto.DataType number -> Triton data type
+_TRITON_TYPES = {dtypes.BY_NAME[n].code: dtypes.BY_NAME[n].triton for n in ("float32", "float16", "float64",
+                                                                            "int32", "int64")}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -165,7 +167,7 @@ def wrap(proto, meta: dict):
         dims = [d for i, d in enumerate(_dims(vi)) if i != axis]
         elem = _elem(vi)
         zero = f"__zero_{name}"
-        inits.append(numpy_helper.from_array(np.zeros((), helper.tensor_dtype_to_np_dtype(elem)), zero))
+        inits.append(numpy_helper.from_array(np.zeros((), dtypes.BY_CODE[elem].numpy), zero))
         to_inner, to_bf = _perms(len(dims) + 1, axis)
         pre.append(helper.make_node("Where", ["__START_b", zero, name], [f"{name}__reset"]))
         pre.append(helper.make_node("Transpose", [f"{name}__reset"], [f"{name}__inner"], perm=to_inner))
