@@ -250,10 +250,13 @@ def test_refusals_say_what_was_expected(tiny_export, tmp_path, monkeypatch):
 
 def test_cli_export_writes_the_repository(tiny_export, tmp_path):
     _, pt, _ = tiny_export(layers=2)
+    from edgernn.cli.app import main
+
+    assert "--triton" in {o for p in main.commands["export"].params for o in p.opts}
     r = run_cli("export", pt, "-o", tmp_path / "cli.onnx", "--triton", tmp_path / "repo", "--no-verify")
-    if "No such option" in r.stderr and "--triton" in r.stderr:
-        pytest.skip("`edgernn export --triton` is not wired into edgernn/cli.py yet")
+    assert "No such option" not in r.stderr, "`edgernn export --triton` is gone: " + r.stderr
     assert r.returncode == 0, r.stderr
+    assert f"wrote {tmp_path / 'repo' / 'cli'}/ (Triton model repository" in r.stdout, r.stdout
     cfg = _parse((tmp_path / "repo" / "cli" / "config.pbtxt").read_text())
     assert {s.input_name: s.output_name for s in cfg.sequence_batching.state} == {"h0": "hn", "c0": "cn"}
     assert (tmp_path / "repo" / "cli" / "1" / "model.onnx").is_file()
