@@ -1,1 +1,1 @@
-"""Serving: a Triton python-backend model repository around an edgernn ONNX file."""
+"""Serving: a Triton Inference Server model repository around an edgernn ONNX file (torch-free)."""
