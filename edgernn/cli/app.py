@@ -140,11 +140,17 @@ def verify(model_pt, model_onnx, nonlinearity):
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(path, as_json):
+@click.option("--state", "states", multiple=True, help="Third-party model: a state pair IN=OUT to check (repeatable), as `stream` takes it.")
+@click.option("--const", "consts", multiple=True, help="Third-party model: a constant input NAME=VALUE (repeatable), as `stream` takes it.")
+@click.option("--layout", type=click.Choice(["btf", "tbf", "bf", "tf", "bt", "tb"]), help="Third-party model: the frame input's axes, as `stream` takes it.")
+@click.option("--frame", "frame_size", type=click.IntRange(min=1), help="Third-party model with a symbolic frame size: values per frame.")
+def info(path, as_json, states, consts, layout, frame_size):
     """Show a model's metadata, inputs, outputs and state pairs (.onnx), or a checkpoint's spec (.pt)."""
     from edgernn.cli import info as inspect_mod
+    from edgernn.cli.stream import _constants, _pairs
 
-    d = inspect_mod.describe(path)
+    d = inspect_mod.describe(path, states=_pairs(states, "--state"), constants=_constants(consts), layout=layout,
+                             frame=frame_size)
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
     else:

@@ -5,36 +5,73 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from edgernn.core.errors import InputError
 
 
-def describe(path) -> dict:
+def describe(path, **model) -> dict:
+    """model: what `stream` takes for a third-party file (states, constants, layout, frame)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; expected an .onnx model or a .pt checkpoint")
     if path.suffix.lower() == ".onnx":
-        return _describe_onnx(path)
+        return _describe_onnx(path, **model)
+    if any(v for v in model.values()):
+        raise InputError(f"{path}: --state/--const/--layout/--frame describe an .onnx model; expected an .onnx file")
     return _describe_pt(path)
 
 
-def _describe_onnx(path: Path) -> dict:
+def _session_kind(rt) -> str:
+    from edgernn.runtime import ortapi
+
+    if rt.backend.kind == "native":
+        return f"onnxruntime C API ({ortapi.api().version})"
+    if rt.backend.kind == "device":
+        return f"onnxruntime Python binding on {rt.providers[0]}"
+    return f"onnxruntime Python binding ({ortapi.reason() or 'asked for'})"
+
+
+def _frame_text(sig) -> str:
+    if sig.frame_open:
+        return (f"size symbolic ({sig.frame_symbol!r}): give --frame N or --window N, "
+                "or the first frame's length fixes it")
+    return f"{sig.frame_shape[0]} values a step" if sig.frame_shape else "one token id a step"
+
+
+def pairing_lines(rt) -> str:
+    """The pairing and frame in use, one line each (what `stream -v` prints before streaming)."""
+    sig = rt.signature
+    lines = [f"pairing {sig.pairing}: " + (", ".join(f"{s.input} -> {s.output}" for s in sig.states) or "no state"),
+             f"frame   {sig.x} {np.dtype(sig.dtype).name}, layout {sig.layout}: {_frame_text(sig)}; y = {sig.y}"]
+    if sig.constants:
+        lines.append("const   " + ", ".join(f"{k}={v.tolist()}" for k, v in sig.constants.items()))
+    return "\n".join(lines)
+
+
+def _describe_onnx(path: Path, *, states=None, constants=None, layout=None, frame=None) -> dict:
     from edgernn.runtime import providers
     from edgernn.runtime.engine import Runtime
 
-    rt = Runtime(path, _describe_only=True)  # lists constants still needed instead of refusing
+    # lists the constants still needed instead of refusing
+    rt = Runtime(path, states=states or None, constants=constants or None, layout=layout, frame=frame,
+                 _describe_only=True)
     sig = rt.signature
     io = lambda args: [{"name": a.name, "type": a.type, "shape": a.shape} for a in args]  # noqa: E731
     return {
         "file": str(path), "kind": "onnx", "bytes": path.stat().st_size,
         "inputs": io(rt.session.get_inputs()), "outputs": io(rt.session.get_outputs()),
-        "frame": {"input": sig.x, "dtype": sig.dtype.__name__, "shape": list(sig.frame_shape), "time_axis": sig.has_time},
+        "frame": {"input": sig.x, "dtype": sig.dtype.__name__, "shape": list(sig.frame_shape), "time_axis": sig.has_time,
+                  "layout": sig.layout, "size_symbol": sig.frame_symbol, "text": _frame_text(sig)},
         "y": sig.y,
         "states": [{"input": s.input, "output": s.output, "batch_axis": s.batch_axis,
                     "shape": ["batch" if i == s.batch_axis else d for i, d in enumerate(s.shape)]}
                    for s in sig.states],
         "pairing": sig.pairing,
+        "constants": {k: v.tolist() for k, v in sig.constants.items()},
         "constants_needed": [i.name for i in rt.session.get_inputs()
-                             if i.name not in {sig.x, *(s.input for s in sig.states)}],
+                             if i.name not in {sig.x, *(s.input for s in sig.states), *sig.constants}],
+        "session": _session_kind(rt),
         "metadata": rt.meta,
         "providers_available": providers.available(),
     }
@@ -70,9 +107,13 @@ def render(d: dict) -> str:
     for a in d["outputs"]:
         lines.append(f"  output  {a['name']:<10} {a['type']:<14} {a['shape']}")
     for s in d["states"]:
-        lines.append(f"  state   {s['input']} -> {s['output']}  shape {s['shape']} (batch axis {s['batch_axis']})")
-    lines.append(f"  pairing {d['pairing']};  frame {d['frame']['input']} {d['frame']['shape']} "
-                 f"{d['frame']['dtype']};  y = {d['y']}")
+        axis = f"batch axis {s['batch_axis']}" if s["batch_axis"] >= 0 else "no batch axis: one stream per call"
+        lines.append(f"  state   {s['input']} -> {s['output']}  shape {s['shape']} ({axis})")
+    f = d["frame"]
+    lines.append(f"  pairing {d['pairing']};  y = {d['y']}")
+    lines.append(f"  frame   {f['input']} {f['dtype']}, layout {f['layout']}: {f['text']}")
+    if d.get("constants"):
+        lines.append("  const   " + ", ".join(f"{k}={v}" for k, v in d["constants"].items()))
     m = d.get("metadata")
     if m:
         mod = m["model"]
@@ -91,5 +132,5 @@ def render(d: dict) -> str:
         lines.append("  metadata: none (third-party model)")
     if d["constants_needed"]:
         lines.append(f"  constants needed on every call (--const NAME=VALUE): {', '.join(d['constants_needed'])}")
-    lines.append(f"  providers available here: {', '.join(d['providers_available'])}")
+    lines.append(f"  session {d['session']};  providers available here: {', '.join(d['providers_available'])}")
     return "\n".join(lines)
