@@ -132,7 +132,7 @@ class Runtime:
 
     def stream(self, *, nan_policy: str = "raise", lookahead=None, chunk: int = 1):
         """A stream. With `lookahead=R` (frames, or math.inf) and `chunk=C`, a bidirectional model
-        streams by the latency-controlled rule (edgernn.lookahead): outputs lag by at most C+R-1
+        streams by the latency-controlled rule (edgernn.runtime.lookahead): outputs lag by at most C+R-1
         frames; `feed` returns those that became ready and `flush` the rest."""
         if lookahead is not None:
             return lookahead_mod.LookaheadStream(self, lookahead=lookahead, chunk=chunk, nan_policy=nan_policy)

@@ -254,6 +254,7 @@ def _frame(x, meta, source, y_name, pairs, constants, pairing, layout=None, fram
     dtype = _DTYPES.get(x.type)
     if dtype is None:
         raise ModelFileError(f"{source}: input {x.name!r} has type {x.type}; expected float or int64 frames")
+    given = layout is not None
     if layout is None:
         token = meta is not None and meta["input"]["dtype"] == "int64"
         if meta is not None:
@@ -263,6 +264,10 @@ def _frame(x, meta, source, y_name, pairs, constants, pairing, layout=None, fram
     if len(dims) not in LAYOUTS:
         raise ModelFileError(f"{source}: input {x.name!r} has rank {len(dims)} ({dims}); expected rank 3 "
                              "[batch, time, features] or rank 2 [batch, features]")
+    if layout not in LAYOUTS[len(dims)] and not given:
+        raise ModelFileError(f"{source}: metadata says input {x.name!r} is {meta['input']['dtype']} "
+                             f"{'tokens' if layout == 'bt' else 'frames'} but the graph's is {x.type} of shape {dims}; "
+                             "the metadata contradicts the graph: re-export it")
     if layout not in LAYOUTS[len(dims)]:
         raise InputError(f"layout {layout!r} for input {x.name!r} of rank {len(dims)} ({dims}); expected one of "
                          f"{', '.join(LAYOUTS[len(dims)])}")

@@ -39,7 +39,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     lookahead: int | None = None  # bidirectional: train by the chunked streaming rule with R frames of lookahead
-    chunk: int = 1  # ... and chunks of C frames (edgernn.chunked)
+    chunk: int = 1  # ... and chunks of C frames (edgernn.train.chunked)
 
 
 def criterion(task, model: RNNModel) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
