@@ -31,22 +31,22 @@ def _open_mic(front, o):
                           max_lag=o["max_lag"], backend=sd)
 
 
-def run_mic(rt, framer, sink, o):
-    """Capture until --duration (or Ctrl-C); the callback only enqueues, this thread infers."""
+def run_mic(rt, framer, drive, history, o):
+    """Capture until --duration (or Ctrl-C); the callback only enqueues, this thread infers.
+    drive: the edgernn.runtime.drive.Driver of the stream; history: the plot's, or None."""
     from edgernn.audio import mic
     from edgernn.audio.frontend import ModelFrontend
 
     front = ModelFrontend(rt, framer, o["sample_rate"], "--input mic")
     m = _open_mic(front, o)
-    history = sink.history
 
     def on_audio(samples, frames):
         if history is not None:
             history.add_samples(samples)
-        sink.push(frames)
+        drive.push(frames)
 
     def on_gap(frames, samples):
-        sink.skip(frames)
+        drive.skip(frames)
         if history is not None:
             history.skip_samples(samples)
 
@@ -68,7 +68,7 @@ def run_mic(rt, framer, sink, o):
         except KeyboardInterrupt:
             pass
     live.end()
-    sink.flush()
+    drive.flush()
     st = m.snapshot()
     covered = max(live.next_in, min(st.received_samples, m.end if m.end is not None else live.next_in))
     for line in st.losses_since(reported, covered / m.sample_rate):

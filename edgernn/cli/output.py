@@ -1,4 +1,6 @@
-"""Writers for per-step results: jsonl, csv, text. Each line is flushed so a pipe sees it live."""
+"""Writers for per-step results: jsonl, csv, text. Each line is flushed so a pipe sees it live.
+
+Printer is the consumer that `edgernn stream` hands to its edgernn.runtime.drive.Driver."""
 
 from __future__ import annotations
 
@@ -58,51 +60,17 @@ class Writer:
             self.write(t0 + i, y)
 
 
-class Sink:
-    """Frames to the model and its outputs to the terminal: frame lines, events, the plot's history."""
+class Printer:
+    """A Driver's consumer for the terminal: frame lines (writer), event lines, the plot's history."""
 
-    def __init__(self, rt, s, *, chunk: int, writer, detector, history, loudness=None):
-        self.rt, self.s, self.chunk = rt, s, chunk
-        self.writer, self.detector, self.history = writer, detector, history
+    def __init__(self, rt, *, writer, detector, history, loudness=None):
+        self.rt, self.writer, self.detector, self.history = rt, writer, detector, history
         self.loudness = loudness  # frames -> dB per frame, so events can find the end of a word
-        self.t = s.steps if s is not None else 0  # index of the next frame line
-        self.frames = 0  # frames run through the model in this run
         self.events = 0
-        self._buf: list = []
 
-    def array(self, frames: np.ndarray) -> None:
-        """Checked-whole frames (files): one session call per --chunk frames."""
-        for start in range(0, len(frames), self.chunk):
-            x = frames[start:start + self.chunk]
-            self.emit(x, self.s.feed(x))
-
-    def push(self, frames) -> None:
-        """Live frames: each result goes out as soon as its chunk is complete."""
-        for f in frames:
-            self._buf.append(f)
-            if len(self._buf) == self.chunk:
-                self.flush()
-
-    def flush(self) -> None:
-        if self._buf:
-            x = np.stack(self._buf)
-            self._buf = []
-            self.emit(x, self.s.feed(x))
-
-    def skip(self, n: int) -> None:
-        """`n` frames were lost with their audio: the clock moves on, the model state stays."""
-        self.flush()
-        self.t += n
-        if self.detector is not None:
-            self.detector.skip(n)
-        if self.history is not None:
-            self.history.skip_frames(n, int(np.prod(self.rt.signature.frame_shape) or 1), self.rt.out_size or 1)
-
-    def emit(self, x: np.ndarray, y: np.ndarray) -> None:
+    def consume(self, t: int, x: np.ndarray, y: np.ndarray) -> None:
         if self.writer is not None:
-            self.writer.write_all(self.t, y)
-        self.t += len(y)
-        self.frames += len(y)
+            self.writer.write_all(t, y)
         if self.history is not None:
             self.history.add_frames(x, y)
         if self.detector is not None:
@@ -113,3 +81,9 @@ class Sink:
                 sys.stdout.flush()
                 if self.history is not None:
                     self.history.add_event(e)
+
+    def skip(self, n: int) -> None:
+        if self.detector is not None:
+            self.detector.skip(n)
+        if self.history is not None:
+            self.history.skip_frames(n, int(np.prod(self.rt.signature.frame_shape) or 1), self.rt.out_size or 1)

@@ -19,7 +19,8 @@ import numpy as np
 
 from edgernn.runtime.events import EventOptions
 from edgernn.audio.frontend import ModelFrontend
-from edgernn.cli.output import Sink
+from edgernn.cli.output import Printer
+from edgernn.runtime.drive import Driver
 
 _EVENTS = EventOptions()  # the defaults of --smooth, --threshold, ... (tuned on models/kws.onnx)
 
@@ -90,13 +91,13 @@ def _read_wav(rt, o) -> tuple[np.ndarray, int]:
     return samples, rate
 
 
-def _run_wav(rt, framer, sink, o) -> float:
+def _run_wav(rt, framer, drive, history, o) -> float:
     """A WAV file through the model's front end, all at once; returns its seconds."""
     samples, rate = o["wav"]
     front = ModelFrontend(rt, framer, rate, o["input_"])
-    if sink.history is not None:
-        sink.history.add_samples(samples)
-    sink.array(front.offline(samples))
+    if history is not None:
+        history.add_samples(samples)
+    drive.array(front.offline(samples))
     return len(samples) / rate
 
 
@@ -228,8 +229,8 @@ def stream(**o):
         if is_mic:
             raise InputError("this model is bidirectional: it reads the future, so it cannot run live on a "
                              "microphone; record a .wav file and stream that")
-        _run_offline(rt, framer, o, is_wav, Sink(rt, None, chunk=1, writer=writer, detector=detector, history=history,
-                                                  loudness=_loudness(rt, framer)))
+        printer = Printer(rt, writer=writer, detector=detector, history=history, loudness=_loudness(rt, framer))
+        _run_offline(rt, framer, o, is_wav, printer)
     else:
         _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history)
 
@@ -258,17 +259,18 @@ def _run_lookahead(rt, framer, o, is_mic, is_wav, writer) -> None:
     out.write_all(t0, s.flush())
 
 
-def _run_offline(rt, framer, o, is_wav, sink) -> None:
+def _run_offline(rt, framer, o, is_wav, printer) -> None:
     if is_wav:
         samples, rate = o["wav"]
         x = ModelFrontend(rt, framer, rate, o["input_"]).offline(samples)
-        if sink.history is not None:
-            sink.history.add_samples(samples)
+        if printer.history is not None:
+            printer.history.add_samples(samples)
     else:
         frames = _frames(rt, o["input_"], framer, o["columns"])
         x = frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
-    sink.emit(x, rt.offline(x))
-    _finish(rt, o, sink, seconds=None)
+    drive = Driver(None, consumers=[printer])
+    drive.emit(x, rt.offline(x))
+    _finish(rt, o, drive, printer, seconds=None)
 
 
 class _Terminated(Exception):
@@ -283,24 +285,24 @@ def _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history) -> Non
     s = rt.stream(nan_policy=o["nan_policy"])
     if o["state_file"] and Path(o["state_file"]).exists():
         s.load_state(o["state_file"])
-    sink = Sink(rt, s, chunk=o["chunk"], writer=writer, detector=detector, history=history,
-                 loudness=_loudness(rt, framer))
+    printer = Printer(rt, writer=writer, detector=detector, history=history, loudness=_loudness(rt, framer))
+    drive = Driver(s, chunk=o["chunk"], consumers=[printer])
     seconds, mic, code = None, None, 0
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         if is_mic:
             from edgernn.cli.mic import run_mic
 
-            mic, seconds = run_mic(rt, framer, sink, o)
+            mic, seconds = run_mic(rt, framer, drive, history, o)
         elif is_wav:
-            seconds = _run_wav(rt, framer, sink, o)
+            seconds = _run_wav(rt, framer, drive, history, o)
         else:
             frames = _frames(rt, o["input_"], framer, o["columns"])
             if isinstance(frames, np.ndarray):
-                sink.array(frames)
+                drive.array(frames)
             else:
-                sink.push(frames)
-                sink.flush()
+                drive.push(frames)
+                drive.flush()
     except KeyboardInterrupt:  # Ctrl-C: what was read is run and printed, the state saved, exit like a shell
         code = 130
     except _Terminated:
@@ -309,29 +311,29 @@ def _run_stream(rt, framer, o, is_mic, is_wav, writer, detector, history) -> Non
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if code:
-            sink.flush()
+            drive.flush()
         if o["state_file"]:
             s.save_state(o["state_file"])
-    _finish(rt, o, sink, seconds=seconds, mic=mic)
+    _finish(rt, o, drive, printer, seconds=seconds, mic=mic)
     if code:
         sys.exit(code)
 
 
-def _finish(rt, o, sink, *, seconds, mic=None) -> None:
+def _finish(rt, o, drive, printer, *, seconds, mic=None) -> None:
     """The plot, and the summary line on stderr (always for a microphone: what was lost)."""
     from edgernn.cli import streamplot
 
-    if sink.history is not None:
-        streamplot.save(o["plot"], sink.history, labels=rt.labels, classify=sink.detector is not None
+    if printer.history is not None:
+        streamplot.save(o["plot"], printer.history, labels=rt.labels, classify=printer.detector is not None
                         or ((rt.meta or {}).get("model") or {}).get("task") == "classify", title=o["input_"])
     if mic is None and not (o["events"] or o["plot"]):
         return
     parts = [f"summary: {o['input_'] if mic is None else 'mic ' + repr(mic.device.name)}"]
     if seconds is not None:
         parts.append(f"{seconds:.2f} s of audio" + (f" at {mic.sample_rate} Hz" if mic else ""))
-    parts.append(f"{sink.frames} frames")
-    if sink.detector is not None:
-        parts.append(f"{sink.events} events")
+    parts.append(f"{drive.frames} frames")
+    if printer.detector is not None:
+        parts.append(f"{printer.events} events")
     if mic is not None:
         parts.append(mic.snapshot().summary())
     click.echo(", ".join(parts), err=True)
