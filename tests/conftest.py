@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
 
 
-def run_cli(*args, stdin: str | None = None, torch_free: bool = False, cwd=None, timeout=300):
+def run_cli(*args, stdin: str | None = None, torch_free: bool = False, cwd=None, timeout=300, env=None):
     """Run `edgernn ARGS` in a subprocess; with torch_free, torch and onnx cannot be imported."""
     code = (NO_TORCH if torch_free else "") + "from edgernn.cli import main\nmain()\n"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], input=stdin, capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
