@@ -131,3 +131,32 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed, _ = train_mod.train(task, spec, cfg, resume=ckpt)
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_tasks_by_name_build_the_task_and_its_spec(tmp_path):
+    adding = tasks.make("adding", seq_len=12, seed=3)
+    assert isinstance(adding, tasks.AddingTask) and adding.seq_len == 12
+    assert tasks.model_spec("adding", adding) == ModelSpec(cell="lstm", hidden=64, **adding.spec_args)
+    assert tasks.model_spec("adding", adding, cell="gru", hidden=8, layers=2).to_dict()["hidden"] == 8
+    charlm = tasks.make("charlm", text=_text(tmp_path), tbptt=20)
+    assert tasks.model_spec("charlm", charlm).embed == 32  # a vocabulary gets the task's embedding
+    assert isinstance(tasks.make("forecast"), tasks.ForecastTask)  # the bundled sunspots
+    assert set(tasks.NAMES) == set(tasks.DEFAULTS) | {"seq2seq"}
+
+
+@pytest.mark.parametrize("name, kw, match", [
+    ("forecast", {"bidirectional": True}, "would read the very values it predicts"),
+    ("charlm", {"bidirectional": True}, "would read the next character"),
+    ("classify", {}, "needs --data DIR"),
+    ("nope", {}, "expected one of adding, forecast, charlm, classify"),
+])
+def test_tasks_by_name_refuse_what_cannot_work(name, kw, match):
+    with pytest.raises(InputError, match=match):
+        tasks.make(name, **kw)
+
+
+def test_cli_task_choice_is_the_registry():
+    from edgernn.cli.train import train
+
+    opt = next(p for p in train.params if p.name == "task")
+    assert tuple(opt.type.choices) == tasks.NAMES

@@ -1,4 +1,4 @@
-"""`edgernn train`: the tasks, their defaults, and the training command. Torch is imported inside."""
+"""`edgernn train`: the training command; the tasks and their defaults are edgernn.train.tasks. Torch is imported inside."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import sys
 
 import click
+
+from edgernn.train import tasks  # torch-free: the task names and defaults
 
 
 def _progress_printer(label: str):
@@ -21,46 +23,14 @@ def _progress_printer(label: str):
     return show
 
 
-TASK_DEFAULTS = {
-    "adding": {"hidden": 64, "steps": 2000, "batch_size": 64, "lr": 3e-3},
-    "forecast": {"hidden": 32, "steps": 1500, "batch_size": 32, "lr": 3e-3},
-    "charlm": {"hidden": 128, "steps": 1000, "batch_size": 32, "lr": 3e-3, "embed": 32},
-    "classify": {"hidden": 96, "steps": 2000, "batch_size": 64, "lr": 1e-2, "cell": "gru", "clip": 5.0},
-    "seq2seq": {},
-}
-
-
 def _make_task(task, o):
     """The task object for `edgernn train --task TASK`, from the command's options."""
-    from edgernn.train import tasks
-    from edgernn.core.errors import InputError
-
-    if task == "adding":
-        return tasks.AddingTask(o["seq_len"], seed=o["seed"])
-    if task == "forecast":
-        if o["bidirectional"]:
-            raise InputError("--bidirectional with --task forecast would read the very values it predicts; "
-                             "expected a unidirectional model for forecasting")
-        csv_path, column = o["csv_path"], o["column"]
-        if csv_path is None:
-            csv_path, column = tasks.bundled("sunspots.csv"), column or "SUNACTIVITY"
-        return tasks.ForecastTask(csv_path, column, horizon=o["horizon"])
-    if task == "charlm":
-        if o["bidirectional"]:
-            raise InputError("--bidirectional with --task charlm would read the next character it predicts; "
-                             "expected a unidirectional model")
-        return tasks.CharLMTask(o["text"] or tasks.bundled("genesis.txt"), tbptt=o["tbptt"])
-    if task == "classify":
-        from edgernn.train.classify import ClassifyTask
-
-        if not o["data"]:
-            raise InputError("--task classify needs --data DIR: a folder with one subfolder of WAV files per class")
-        return ClassifyTask(o["data"], seed=o["seed"])
-    raise AssertionError(task)
+    return tasks.make(task, seed=o["seed"], bidirectional=o["bidirectional"], seq_len=o["seq_len"], csv=o["csv_path"],
+                      column=o["column"], horizon=o["horizon"], text=o["text"], tbptt=o["tbptt"], data=o["data"])
 
 
 @click.command()
-@click.option("--task", type=click.Choice(list(TASK_DEFAULTS)), required=True, help="What to learn.")
+@click.option("--task", type=click.Choice(tasks.NAMES), required=True, help="What to learn.")
 @click.option("--seq-len", type=int, default=50, show_default=True, help="adding: sequence length T.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="forecast: the series file (default: bundled yearly sunspots).")
 @click.option("--column", help="forecast: the CSV column to forecast (default: the only one, or SUNACTIVITY for the bundled file).")
@@ -106,10 +76,11 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     output = output or f"{task}.pt"
     if task == "seq2seq":
         return _train_seq2seq(o, output, metrics_json)
-    d = TASK_DEFAULTS[task]
+    d = tasks.DEFAULTS[task]
     t = _make_task(task, o)
     total = o["epochs"] * o["eval_every"] if o["epochs"] else (o["steps"] or d["steps"])
-    spec = _spec(task, t, o, d)
+    spec = tasks.model_spec(task, t, cell=o["cell"], hidden=o["hidden"], layers=o["layers"],
+                            bidirectional=o["bidirectional"], dropout=o["dropout"])
     cfg = train_mod.TrainConfig(steps=total, eval_every=min(o["eval_every"], total),
                                 batch_size=o["batch_size"] or d["batch_size"], lr=o["lr"] or d["lr"],
                                 clip=d.get("clip", 1.0) if o["clip"] is None else o["clip"], seed=o["seed"],
@@ -150,14 +121,6 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     note = f", stopped early at step {m['stopped_early']}" if "stopped_early" in m else ""
     click.echo(f"{task}: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g} "
                f"({m['seconds']:.0f}s, {m['steps']} steps{note}) -> {output}")
-
-
-def _spec(task, t, o, d):
-    from edgernn.core.spec import ModelSpec
-
-    embed = d.get("embed", 0) if t.spec_args.get("vocab") else 0
-    return ModelSpec(cell=o["cell"] or d.get("cell", "lstm"), hidden=o["hidden"] or d["hidden"], layers=o["layers"],
-                     bidirectional=o["bidirectional"], dropout=o["dropout"], embed=embed, **t.spec_args)
 
 
 def _load_resume(path, spec) -> dict:

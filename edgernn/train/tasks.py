@@ -3,6 +3,9 @@
 A task exposes: `spec_args` (features, outputs, readout, task kind), `loss` ("mse" | "ce"),
 `batch(rng, n) -> (x, y)` in normalised units, `evaluate(predict) -> (value, baseline)`, and
 `checkpoint_info()` for what the exported model must carry (normalisation, labels, front end).
+
+By name (what `edgernn train --task` maps its options onto): DEFAULTS, make(name, ...) -> the task,
+model_spec(name, task, ...) -> the ModelSpec to train.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from edgernn.runtime import sources
 from edgernn.core.errors import InputError
+from edgernn.core.spec import ModelSpec
 
 
 def bundled(name: str) -> Path:
@@ -179,3 +183,52 @@ class CharLMTask:
     def checkpoint_info(self) -> dict:
         return {"task": {"name": "charlm", "text": Path(self.path).name, "tbptt": self.tbptt},
                 "tokens": self.tokens}
+
+
+# ---------------------------------------------------------------- the tasks by name (`edgernn train --task`)
+
+DEFAULTS = {  # what a run of each task uses unless told otherwise: model size and training options
+    "adding": {"hidden": 64, "steps": 2000, "batch_size": 64, "lr": 3e-3},
+    "forecast": {"hidden": 32, "steps": 1500, "batch_size": 32, "lr": 3e-3},
+    "charlm": {"hidden": 128, "steps": 1000, "batch_size": 32, "lr": 3e-3, "embed": 32},
+    "classify": {"hidden": 96, "steps": 2000, "batch_size": 64, "lr": 1e-2, "cell": "gru", "clip": 5.0},
+}
+NAMES = (*DEFAULTS, "seq2seq")  # seq2seq trains an encoder and a decoder: edgernn.train.seq2seq, its own defaults
+
+
+def make(name: str, *, seed: int = 0, bidirectional: bool = False, seq_len: int = 50, csv=None,
+         column: str | None = None, horizon: int = 1, text=None, tbptt: int = 100, data=None):
+    """The task object for `name` (a key of DEFAULTS), from the options that apply to it.
+    csv/column: forecast (default: the bundled sunspots); text: charlm (default: bundled Genesis);
+    data: classify (a folder of one subfolder of WAV files per class)."""
+    if name == "adding":
+        return AddingTask(seq_len, seed=seed)
+    if name == "forecast":
+        if bidirectional:
+            raise InputError("--bidirectional with --task forecast would read the very values it predicts; "
+                             "expected a unidirectional model for forecasting")
+        if csv is None:
+            csv, column = bundled("sunspots.csv"), column or "SUNACTIVITY"
+        return ForecastTask(csv, column, horizon=horizon)
+    if name == "charlm":
+        if bidirectional:
+            raise InputError("--bidirectional with --task charlm would read the next character it predicts; "
+                             "expected a unidirectional model")
+        return CharLMTask(text or bundled("genesis.txt"), tbptt=tbptt)
+    if name == "classify":
+        from edgernn.train.classify import ClassifyTask
+
+        if not data:
+            raise InputError("--task classify needs --data DIR: a folder with one subfolder of WAV files per class")
+        return ClassifyTask(data, seed=seed)
+    raise InputError(f"task {name!r}; expected one of {', '.join(DEFAULTS)} (seq2seq: edgernn.train.seq2seq)")
+
+
+def model_spec(name: str, task, *, cell: str | None = None, hidden: int | None = None, layers: int = 1,
+               bidirectional: bool = False, dropout: float = 0.0):
+    """The ModelSpec a run of task `name` trains: the given options, else the task's defaults;
+    the task object supplies features, outputs, readout and vocabulary (an embedding if it has one)."""
+    d = DEFAULTS[name]
+    embed = d.get("embed", 0) if task.spec_args.get("vocab") else 0
+    return ModelSpec(cell=cell or d.get("cell", "lstm"), hidden=hidden or d["hidden"], layers=layers,
+                     bidirectional=bidirectional, dropout=dropout, embed=embed, **task.spec_args)
