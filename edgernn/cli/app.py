@@ -187,8 +187,13 @@ def generate(model_onnx, prompt, length, temperature, seed):
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option("--lookahead", "lookaheads", multiple=True, help="Bidirectional: measure streaming at these lookaheads R (repeatable; inf allowed); --chunk is C (default 1 here).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--state", "states", multiple=True, help="Third-party model: a state pair IN=OUT (repeatable), as `stream` takes it.")
+@click.option("--const", "consts", multiple=True, help="Third-party model: a constant input NAME=VALUE (repeatable).")
+@click.option("--layout", type=click.Choice(["btf", "tbf", "bf", "tf", "bt", "tb"]), help="Third-party model: the frame input's axes.")
+@click.option("--frame", "frame_size", type=click.IntRange(min=1), help="Third-party model with a symbolic frame size: values per frame.")
 @click.pass_context
-def bench(ctx, model_path, streams, chunk, steps, rounds, threads, lookaheads, as_json):
+def bench(ctx, model_path, streams, chunk, steps, rounds, threads, lookaheads, as_json, states, consts, layout,
+          frame_size):
     """Per-step latency against a hand-written onnxruntime loop and the call floor, and batched streams."""
     from edgernn.runtime import bench as bench_mod
     from edgernn.core.errors import InputError
@@ -201,7 +206,12 @@ def bench(ctx, model_path, streams, chunk, steps, rounds, threads, lookaheads, a
             raise InputError(f"--{name} {v}; expected a positive integer")
     sizes = sorted({1, min(16, streams), streams})
     try:
+        from edgernn.cli.stream import _constants, _pairs
+
+        model = dict(states=_pairs(states, "--state") or None, constants=_constants(consts) or None, layout=layout,
+                     frame=frame_size)
         r = bench_mod.runtime_suite(model_path, steps=steps, streams=sizes, chunk=chunk, rounds=rounds, threads=threads,
+                                    model=model,
                                     progress=(lambda i, n: click.echo(f"\rround {i}/{n}", err=True, nl=i == n)) if sys.stderr.isatty() else None)
     except ValueError as e:
         raise InputError(str(e)) from None

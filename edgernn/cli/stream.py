@@ -170,6 +170,9 @@ def _options(f):
         click.option("--column", "columns", multiple=True, help="CSV input: use these named columns as the frame (repeatable)."),
         click.option("--state", "states", multiple=True, help="Third-party model: a state pair IN=OUT (repeatable)."),
         click.option("--const", "consts", multiple=True, help="Third-party model: a constant input NAME=VALUE (repeatable)."),
+        click.option("--layout", type=click.Choice(["btf", "tbf", "bf", "tf", "bt", "tb"]), help="Third-party model: the frame input's axes (b batch, t time, f frame values), when the graph's dim names do not say it."),
+        click.option("--frame", "frame_size", type=click.IntRange(min=1), help="Third-party model with a symbolic frame size: values per frame (default: --window, or the first frame's length)."),
+        click.option("-v", "--verbose", is_flag=True, help="Print the state pairing and frame layout in use to stderr before streaming."),
         click.option("--window", type=int, help="Raw-sample models: samples per window (with --hop)."),
         click.option("--hop", type=int, help="Raw-sample models: new samples per step; each window keeps the previous window-hop."),
         click.option("--state-file", type=click.Path(dir_okay=False), help="Resume from this state file if it exists; save the state to it at the end."),
@@ -210,10 +213,16 @@ def stream(**o):
     _check_options(o, is_mic, is_wav)
     rt = Runtime(o["model_path"], provider=o["provider"], threads=o["threads"],
                  states=_pairs(o["states"], "--state") or None, constants=_constants(o["consts"]) or None,
-                 strict=o["strict_provider"])
+                 strict=o["strict_provider"], layout=o["layout"], frame=o["frame_size"])
     framer = Framer(o["window"], o["hop"]) if o["window"] is not None else None
+    if framer is not None and rt.signature.frame_open:
+        rt.set_frame(o["window"])  # a raw-sample model with a symbolic length takes the window
     if framer is not None and rt.signature.frame_shape != (o["window"],):
         raise InputError(f"--window {o['window']}; this model takes frames of {rt.signature.frame_shape}")
+    if o["verbose"]:
+        from edgernn.cli import info
+
+        click.echo(info.pairing_lines(rt), err=True)
     if is_wav:  # read first: a model without a front end runs at the file's rate
         o["wav"] = _read_wav(rt, o)
         o["sample_rate"] = o["sample_rate"] or o["wav"][1]

@@ -97,7 +97,7 @@ def raw_batch_loop(sess, rt: Runtime, frames: np.ndarray, streams: int) -> Calla
         feed = dict(sig.constants)
         for f in frames:
             feed.update(state)
-            feed[sig.x] = np.broadcast_to(f, shape).astype(sig.dtype)
+            feed[sig.x] = sig.call_x(np.broadcast_to(f, shape).astype(sig.dtype))  # in the file's own layout
             out = sess.run(names, feed)
             state = dict(zip([s.input for s in sig.states], out[1:]))
     return run
@@ -126,11 +126,16 @@ def ratio(results: dict, a: str, b: str) -> float:
 
 
 def runtime_suite(path, *, steps: int = 1000, streams=(1, 16, 256, 1024), chunk: int = 100, rounds: int = 7,
-                  threads: int = 1, progress=None) -> dict:
-    """The torch-free comparisons: edgernn step vs raw loop vs floor, chunked, and batched streams."""
-    rt = Runtime(path, threads=threads)
+                  threads: int = 1, progress=None, model: dict | None = None) -> dict:
+    """The torch-free comparisons: edgernn step vs raw loop vs floor, chunked, and batched streams.
+    model: what a third-party file needs to open (states, constants, layout, frame; see Runtime)."""
+    rt = Runtime(path, threads=threads, **(model or {}))
     if rt.bidirectional:
         raise ValueError("bench: a bidirectional model cannot be stepped")
+    if rt.signature.frame_open:
+        raise ValueError(f"bench: the frame size of {rt.signature.x!r} is symbolic ({rt.signature.frame_symbol!r}); "
+                         "expected --frame N")
+    batchable = "b" in rt.signature.layout and all(s.batch_axis >= 0 for s in rt.signature.states)
     rng = np.random.default_rng(0)
     frames = (rng.integers(0, rt.out_size or 2, (steps,) + rt.signature.frame_shape) if rt.signature.dtype == np.int64
               else rng.standard_normal((steps,) + rt.signature.frame_shape)).astype(rt.signature.dtype)
@@ -142,12 +147,12 @@ def runtime_suite(path, *, steps: int = 1000, streams=(1, 16, 256, 1024), chunk:
         floor = _session(floor_model(rt), threads)
         contenders["onnxruntime floor"] = (raw_step_loop(floor, rt, frames), steps)
         contenders["edgernn floor"] = (edgernn_step_loop(floor_runtime(rt, tmp.name, threads), frames), steps)
-    except ImportError:  # the floor graph is written with the onnx package
+    except Exception:  # the floor graph needs the onnx package and a graph it can mimic; else it is left out
         pass
     if rt.signature.has_time and chunk > 1:
         contenders[f"edgernn feed chunk={chunk}"] = (chunk_loop(rt, frames, chunk), steps)
     short = frames[: max(10, steps // 10)]
-    for n in streams:
+    for n in streams if batchable else ():
         if n > 1:
             contenders[f"batch {n} streams"] = (batch_loop(rt, short, n), len(short) * n)
             contenders[f"raw batched {n}"] = (raw_batch_loop(sess, rt, short, n), len(short) * n)

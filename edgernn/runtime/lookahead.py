@@ -193,12 +193,12 @@ class LookaheadStream:
 
     def feed(self, frames) -> np.ndarray:
         """Frames (T, F) -> the outputs that became ready, (k, outputs) with 0 <= k; in input order."""
-        from edgernn.runtime.engine import check_frames
+        from edgernn.runtime import checks
 
-        x = check_frames(self.runtime, frames)
+        x = checks.check_frames(self.runtime, frames)
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             bad = int(np.argmax(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
-            raise InputError(f"frame {self.steps + bad} holds NaN or Inf; expected finite numbers (stream unchanged)")
+            raise checks.nonfinite_frame(f"frame {self.steps + bad}")
         if self._inner is not None:
             y = self._inner.feed(x) if len(x) else self._empty
             self._count(len(x), len(x), len(x))
