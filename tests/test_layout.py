@@ -12,6 +12,7 @@ run it on small trees written to tmp_path, so each rule is seen to fail.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,38 @@ def _loop(edges, group, start) -> list[str]:
     raise AssertionError(group)  # a strongly connected group always loops back
 
 
+def _top_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def stale_mentions(root, docs) -> list[str]:
+    """Paths (edgernn/x/y.py) and dotted names (edgernn.x.y.Name) in the text files `docs` that
+    name no file, module or top-level name of the tree: what a move leaves behind in the docs."""
+    root, mods, out = Path(root), modules(root), []
+    for doc in docs:
+        text = (root / doc).read_text(encoding="utf-8")
+        for m in re.finditer(r"(?<![\w/.-])edgernn/[\w/.-]*\w", text):
+            if not (root / m.group()).exists():
+                out.append(f"{doc}: {m.group()}: no such file")
+        for m in re.finditer(r"(?<![\w/.-])edgernn(?:\.\w+)+", text):
+            parts = m.group().split(".")
+            k = max(i for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in mods)
+            rest = parts[k:]
+            if (k == 1 and rest and rest[0] not in ("__version__",)) or \
+                    (rest and k > 1 and rest[0] not in _top_level_names(mods[".".join(parts[:k])])):
+                out.append(f"{doc}: {m.group()}: no such module or name")
+    return out
+
+
 # ---------------------------------------------------------------- edgernn itself
 
 
@@ -192,6 +225,10 @@ def test_no_module_over_400_lines():
 def test_no_import_cycles():
     found = cycles(ROOT)
     assert found == [], "import cycles (function-level imports count):\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_the_docs_name_modules_that_exist():
+    assert stale_mentions(ROOT, ["README.md", "docs/ARCHITECTURE.md"]) == []
 
 
 def test_the_checker_sees_the_whole_package():
@@ -262,3 +299,12 @@ def test_checker_passes_what_the_rules_allow(tmp_path, text):
     root = _tree(tmp_path, {"edgernn/runtime/ok.py": text, "edgernn/core/errors.py": "import onnx\n",
                             "edgernn/cli/app.py": "import torch\nfrom edgernn.runtime import ok\n"})
     assert layer_violations(root) == [] and cycles(root) == [] and oversized(root) == []
+
+
+def test_checker_catches_docs_naming_moved_modules(tmp_path):
+    root = _tree(tmp_path, {"edgernn/runtime/native.py": "class NativeSession:\n    pass\n",
+                            "README.md": "`edgernn/native.py`, `edgernn/runtime/native.py`, `edgernn.native.X`,\n"
+                                         "`edgernn.runtime.native.NativeSession`, `edgernn.runtime.native.Gone`.\n"})
+    assert stale_mentions(root, ["README.md"]) == [
+        "README.md: edgernn/native.py: no such file", "README.md: edgernn.native.X: no such module or name",
+        "README.md: edgernn.runtime.native.Gone: no such module or name"]
