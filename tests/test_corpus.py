@@ -8,11 +8,15 @@
 - time-major `[time, batch, F]`;
 - dynamo's static output dims (y declared with the example's length).
 
+The graphs are built by tools/third_party_corpus.py (which also measures their step speed).
+
 Each streams through Runtime (both backends: the C API and the Python binding), `edgernn info`
 and `edgernn stream`, and equals a hand-written onnxruntime loop within 1e-6.
 """
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -23,123 +27,8 @@ from edgernn.runtime import Runtime
 from conftest import run_cli
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-F, H, O, V = 4, 6, 3, 7
-FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
-
-
-def _w(rng, name, *shape, scale=0.4):
-    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
-
-
-def _lstm_init(rng, inputs):
-    return [_w(rng, "W", 1, 4 * H, inputs), _w(rng, "R", 1, 4 * H, H), _w(rng, "B", 1, 8 * H),
-            _w(rng, "V", H, O)]
-
-
-def _batch_first(x: str, y: str) -> list:
-    """x [B, T, I] -> the LSTM op (time-major: onnxruntime has no layout=1) -> y [B, T, O], as torch writes it."""
-    return [helper.make_node("Transpose", [x], ["xt"], perm=[1, 0, 2]),
-            helper.make_node("LSTM", ["xt", "W", "R", "B", "", "h0", "c0"], ["Y", "hn", "cn"], hidden_size=H),
-            helper.make_node("Squeeze", ["Y", "ax1"], ["Ys"]), helper.make_node("Transpose", ["Ys"], ["Yb"], perm=[1, 0, 2]),
-            helper.make_node("MatMul", ["Yb", "V"], [y])]
-
-
-def _save(path, nodes, ins, outs, init):
-    graph = helper.make_graph(nodes, path.stem, ins, outs, initializer=init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
-def _vi(name, elem, shape):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def long_names(path, rng):
-    b, t = "Sliceconv_out_dim_0_batch", "Transposeinput_dim_1_sequence_length"
-    nodes = _batch_first("x", "y")
-    init = _lstm_init(rng, F) + [numpy_helper.from_array(np.array([1], np.int64), "ax1")]
-    ins = [_vi("x", FLOAT, [b, t, F]), _vi("h0", FLOAT, [1, b, H]), _vi("c0", FLOAT, [1, b, H])]
-    outs = [_vi("y", FLOAT, [b, t, O]), _vi("hn", FLOAT, [1, b, H]), _vi("cn", FLOAT, [1, b, H])]
-    return _save(path, nodes, ins, outs, init)
-
-
-def silero_like(path, rng):
-    """Raw samples of any length: mean and energy of the frame (times 1 at 16 kHz, 0.5 else, by an
-    If) drive a tanh cell whose [h, c] live in one state tensor; output P(speech) [batch, 1]."""
-    def branch(name, value):
-        return helper.make_graph([helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(
-            np.array(value, np.float32)))], name, [], [_vi("k", FLOAT, [])])
-    nodes = [helper.make_node("Equal", ["sr", "rate16k"], ["is16k"]),
-             helper.make_node("If", ["is16k"], ["k"], then_branch=branch("at16k", 1.0), else_branch=branch("other", 0.5)),
-             helper.make_node("Mul", ["input", "k"], ["xs"]),
-             helper.make_node("ReduceMean", ["xs"], ["m"], axes=[1], keepdims=1),
-             helper.make_node("Mul", ["xs", "xs"], ["sq"]),
-             helper.make_node("ReduceMean", ["sq"], ["e"], axes=[1], keepdims=1),
-             helper.make_node("Concat", ["m", "e"], ["feat"], axis=1),
-             helper.make_node("Gather", ["state", "i0"], ["h"], axis=0),
-             helper.make_node("Gather", ["state", "i1"], ["c"], axis=0),
-             helper.make_node("MatMul", ["feat", "Wf"], ["a"]), helper.make_node("MatMul", ["h", "U"], ["b"]),
-             helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Tanh", ["s"], ["h2"]),
-             helper.make_node("Mul", ["c", "half"], ["ch"]), helper.make_node("Add", ["ch", "h2"], ["c2"]),
-             helper.make_node("MatMul", ["h2", "Vp"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["output"]),
-             helper.make_node("Unsqueeze", ["h2", "ax0"], ["hu"]), helper.make_node("Unsqueeze", ["c2", "ax0"], ["cu"]),
-             helper.make_node("Concat", ["hu", "cu"], ["stateN"], axis=0)]
-    init = [_w(rng, "Wf", 2, H, scale=2.0), _w(rng, "U", H, H), _w(rng, "Vp", H, 1),
-            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-            numpy_helper.from_array(np.array(16000, np.int64), "rate16k"),
-            numpy_helper.from_array(np.array(0, np.int64), "i0"), numpy_helper.from_array(np.array(1, np.int64), "i1"),
-            numpy_helper.from_array(np.array([0], np.int64), "ax0")]
-    ins = [_vi("input", FLOAT, ["batch", "sequence"]), _vi("state", FLOAT, [2, "batch", H]), _vi("sr", INT64, [])]
-    outs = [_vi("output", FLOAT, ["batch", 1]),
-            _vi("stateN", FLOAT, ["AddstateN_dim_0", "batch", "AddstateN_dim_2"])]
-    return _save(path, nodes, ins, outs, init)
-
-
-def fixed_states(path, rng):
-    """Silero v6's shape: [seq_len, F] in, h/c [1, 1, H], speech_probs [seq_len] out."""
-    nodes = [helper.make_node("Unsqueeze", ["input", "ax1"], ["x3"]),
-             helper.make_node("LSTM", ["x3", "W", "R", "B", "", "h", "c"], ["Y", "hn", "cn"], hidden_size=H),
-             helper.make_node("Reshape", ["Y", "flat"], ["Y2"]), helper.make_node("MatMul", ["Y2", "Vp"], ["logit"]),
-             helper.make_node("Sigmoid", ["logit"], ["p"]), helper.make_node("Reshape", ["p", "minus1"], ["speech_probs"])]
-    init = _lstm_init(rng, F) + [_w(rng, "Vp", H, 1), numpy_helper.from_array(np.array([1], np.int64), "ax1"),
-                                 numpy_helper.from_array(np.array([-1, H], np.int64), "flat"),
-                                 numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
-    ins = [_vi("input", FLOAT, ["seq_len", F]), _vi("h", FLOAT, [1, 1, H]), _vi("c", FLOAT, [1, 1, H])]
-    outs = [_vi("speech_probs", FLOAT, ["Reshapespeech_probs_dim_0"]), _vi("hn", FLOAT, [1, 1, H]),
-            _vi("cn", FLOAT, [1, 1, H])]
-    return _save(path, nodes, ins, outs, init)
-
-
-def tokens(path, rng):
-    nodes = [helper.make_node("Gather", ["E", "x"], ["emb"])] + _batch_first("emb", "logits")
-    init = _lstm_init(rng, F) + [_w(rng, "E", V, F, scale=1.0), numpy_helper.from_array(np.array([1], np.int64), "ax1")]
-    ins = [_vi("x", INT64, ["batch", "time"]), _vi("h0", FLOAT, [1, "batch", H]), _vi("c0", FLOAT, [1, "batch", H])]
-    outs = [_vi("logits", FLOAT, ["batch", "time", O]), _vi("hn", FLOAT, [1, "batch", H]),
-            _vi("cn", FLOAT, [1, "batch", H])]
-    return _save(path, nodes, ins, outs, init)
-
-
-def time_major(path, rng):
-    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["Y", "hn", "cn"], hidden_size=H),
-             helper.make_node("Squeeze", ["Y", "ax1"], ["Ys"]), helper.make_node("MatMul", ["Ys", "V"], ["y"])]
-    init = _lstm_init(rng, F) + [numpy_helper.from_array(np.array([1], np.int64), "ax1")]
-    ins = [_vi("x", FLOAT, ["time", "batch", F]), _vi("h0", FLOAT, [1, "batch", H]), _vi("c0", FLOAT, [1, "batch", H])]
-    outs = [_vi("y", FLOAT, ["time", "batch", O]), _vi("hn", FLOAT, [1, "batch", H]), _vi("cn", FLOAT, [1, "batch", H])]
-    return _save(path, nodes, ins, outs, init)
-
-
-def static_output(path, rng):
-    nodes = _batch_first("x", "y")
-    init = _lstm_init(rng, F) + [numpy_helper.from_array(np.array([1], np.int64), "ax1")]
-    ins = [_vi("x", FLOAT, ["batch", "sequence", F]), _vi("h0", FLOAT, [1, "batch", H]),
-           _vi("c0", FLOAT, [1, "batch", H])]
-    outs = [_vi("y", FLOAT, ["batch", 9, O]), _vi("hn", FLOAT, [1, "batch", H]), _vi("cn", FLOAT, [1, "batch", H])]
-    return _save(path, nodes, ins, outs, init)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from third_party_corpus import BUILDERS, O, V, F, H, fixed_states, silero_like, time_major  # noqa: E402,F401
 
 SAMPLES = 8  # the Silero-like model's frame: any length works, the caller picks one
 
@@ -173,7 +62,6 @@ def _hand_loop(path, name, frames, sr=16000):
     return np.stack(ys)
 
 
-BUILDERS = {f.__name__: f for f in (long_names, silero_like, fixed_states, tokens, time_major, static_output)}
 LAYOUT = {"long_names": "btf", "silero_like": "bf", "fixed_states": "tf", "tokens": "bt", "time_major": "tbf",
           "static_output": "btf"}
 

@@ -5,7 +5,7 @@ out) and `stepper(signature)` gives the object a stream or a batch steps through
 carrying the state. Which implementation a Runtime gets is decided once, when it opens the model:
 
 - NativeBackend: a CPU session on onnxruntime's C API (edgernn.runtime.native). Once a call shape
-  repeats, steps go through preallocated buffers (native.StateLoop): one foreign call a step.
+  repeats, steps go through preallocated buffers (stateloop.StateLoop): one foreign call a step.
 - BindingBackend: a CPU session on onnxruntime's Python binding (no C library in the wheel, an
   old build, or EDGERNN_NATIVE=0). Steps are ordinary calls.
 - DeviceBackend: CUDA or TensorRT. The state stays in device memory between steps: two IO
@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from edgernn.core.errors import NativeError
-from edgernn.runtime import native
+from edgernn.runtime import native, stateloop
 
 BIND_BYTES = 1 << 20  # a step's frame, output and state, at most, for preallocated buffers
 
@@ -35,20 +35,23 @@ class CallStepper:
     frame_inside = False  # the frame is checked before the call, not with the new state
 
     def __init__(self, run, sig):
-        self._run = run
-        self._feed = dict(sig.constants)
-        self._x, self._outs = sig.x, sig.outputs
-        self._names = [p.input for p in sig.states]
+        feed, x_name, outs = dict(sig.constants), sig.x, sig.outputs
+        names = [p.input for p in sig.states]
 
-    def run(self, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
-        feed = self._feed
-        feed.update(state)
-        feed[self._x] = x
-        out = self._run(self._outs, feed)
-        return out[0], dict(zip(self._names, out[1:]))
+        def call(x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:  # a closure: no attribute reads
+            feed.update(state)
+            feed[x_name] = x
+            out = run(outs, feed)
+            return out[0], dict(zip(names, out[1:]))
+        self.run = call
 
-    def nonfinite(self, new: dict) -> bool:
-        return any(not math.isfinite(np.vdot(v, v)) for v in new.values())
+    @staticmethod
+    def nonfinite(new: dict) -> bool:
+        isfinite = math.isfinite
+        for v in new.values():
+            if not isfinite(np.vdot(v, v)):
+                return True
+        return False
 
     @staticmethod
     def host(state: dict) -> dict:
@@ -56,7 +59,7 @@ class CallStepper:
 
 
 class NativeStepper:
-    """Ordinary calls until a call shape repeats, then that shape through native.StateLoop.
+    """Ordinary calls until a call shape repeats, then that shape through stateloop.StateLoop.
 
     A bound call the ordinary call would have run (a file that declares an output's example
     length, a value-dependent shape) is not an error: the ordinary call runs it and the shape is
@@ -68,6 +71,7 @@ class NativeStepper:
         self._loop = None
         self._last = None  # the shape of the previous ordinary call
         self._unbindable: set = set()
+        self._binding = False  # ordinary calls through the Python binding (see _to_binding)
         self._flat = None  # after a bound call: the buffer holding its new state (and frame)
         self.frame_inside = False
 
@@ -88,6 +92,7 @@ class NativeStepper:
                     y, new = self._call.run(x, state)  # refused here too: a bad input, the binding stays
                     self._unbindable.add(x.shape)
                     self._drop()
+                    self._to_binding()
                     return y, new
             self._drop()
         self._flat = None
@@ -102,13 +107,23 @@ class NativeStepper:
         if x.nbytes + sum(v.nbytes for v in example) > BIND_BYTES:
             self._unbindable.add(x.shape)
             return
-        self._loop = native.StateLoop.for_signature(self._session, self._sig, x, example)
+        self._loop = stateloop.StateLoop.for_signature(self._session, self._sig, x, example)
         if self._loop is None:
             self._unbindable.add(x.shape)
+            self._to_binding()
         self.frame_inside = bool(self._loop and self._loop.frame_inside)
 
     def _drop(self) -> None:
         self._loop, self.frame_inside = None, False
+
+    def _to_binding(self) -> None:
+        """A shape that cannot be bound steps through the Python binding's ordinary call: the
+        C API's is several times slower (tools/third_party_corpus.py --bench, static_output)."""
+        if not self._binding:
+            self._call = CallStepper(native.fast_run(self._session.binding_session), self._sig)
+            self._binding = True
+            # from now on this stepper IS that call stepper: no wrapper between a step and its call
+            self.run, self.nonfinite = self._call.run, self._call.nonfinite
 
     def nonfinite(self, new: dict) -> bool:
         flat = self._flat
