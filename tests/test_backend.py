@@ -124,6 +124,49 @@ def test_static_output_dims_step_where_the_ordinary_call_runs(tmp_path):
     np.testing.assert_array_equal(s.get_state()["h0"][0, 0], total)
 
 
+def test_a_shape_one_stream_found_unbindable_is_not_tried_again_by_the_next(tmp_path, monkeypatch):
+    path = _static_output_model(tmp_path)
+    rt = Runtime(path)
+    if rt.backend.kind != "native":
+        pytest.skip("the C-API session is unavailable here")
+    tries = []
+    real = backend.stateloop.StateLoop.for_signature
+    monkeypatch.setattr(backend.stateloop.StateLoop, "for_signature",
+                        classmethod(lambda cls, *a, **k: tries.append(1) or real(*a, **k)))
+    for _ in range(3):
+        s = rt.stream()
+        for i in range(4):
+            x = np.arange(4, dtype=np.float32) + i
+            np.testing.assert_array_equal(s.step(x), 2 * x)
+        assert not s.bound
+    assert len(tries) == 1  # the first stream found out; the others went straight to the ordinary call
+
+
+@pytest.mark.parametrize("size", [1, 6, checks.SMALL, checks.SMALL + 1, 300])
+def test_the_nan_screen_sees_every_nonfinite_value(size):
+    v = np.ones(size, np.float32)
+    assert not checks.may_be_nonfinite(v)
+    for bad in (np.nan, np.inf, -np.inf):
+        for at in {0, size // 2, size - 1}:
+            w = v.copy()
+            w[at] = bad
+            assert checks.may_be_nonfinite(w), (bad, at)
+    if size > 1:
+        w = v.copy()
+        w[0], w[-1] = np.inf, -np.inf  # a sum of the two is NaN, not a finite number
+        assert checks.may_be_nonfinite(w)
+
+
+def test_huge_finite_states_are_not_refused(tmp_path):
+    """The screen may fire on finite values whose sum overflows; the exact test then lets them pass."""
+    path = _static_output_model(tmp_path)
+    s = Runtime(path).stream()
+    big = np.full(4, 3e38, np.float32)
+    s.step(big)
+    s.step(np.zeros(4, np.float32))
+    assert np.isfinite(s.get_state()["h0"]).all()
+
+
 def test_onnxruntime_cause_line_is_kept(tiny_export):
     _, _, path = tiny_export()
     for session in (open_session(str(path)), open_session(str(path), use_native=False)):

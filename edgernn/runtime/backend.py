@@ -25,6 +25,7 @@ import numpy as np
 
 from edgernn.core.errors import NativeError
 from edgernn.runtime import native, stateloop
+from edgernn.runtime.checks import SMALL, may_be_nonfinite
 
 BIND_BYTES = 1 << 20  # a step's frame, output and state, at most, for preallocated buffers
 
@@ -38,20 +39,32 @@ class CallStepper:
         feed, x_name, outs = dict(sig.constants), sig.x, sig.outputs
         names = [p.input for p in sig.states]
 
-        def call(x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:  # a closure: no attribute reads
-            feed.update(state)
-            feed[x_name] = x
-            out = run(outs, feed)
-            return out[0], dict(zip(names, out[1:]))
-        self.run = call
+        raw = getattr(run, "raw", None)  # native.fast_run's binding call, without its wrapper
 
-    @staticmethod
-    def nonfinite(new: dict) -> bool:
-        isfinite = math.isfinite
-        for v in new.values():
-            if not isfinite(np.vdot(v, v)):
-                return True
-        return False
+        if raw is not None:
+            def call(x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:  # a closure: no attribute reads
+                feed.update(state)
+                feed[x_name] = x
+                out = raw(outs, feed, None)
+                return out[0], dict(zip(names, out[1:]))
+        else:
+            def call(x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+                feed.update(state)
+                feed[x_name] = x
+                out = run(outs, feed)
+                return out[0], dict(zip(names, out[1:]))
+        self.run = call
+        isfinite, vdot = math.isfinite, np.vdot
+
+        def nonfinite(new: dict) -> bool:  # a closure too: no method lookups between the checks
+            for v in new.values():
+                if v.size <= SMALL:
+                    if not isfinite(sum(v.ravel().tolist())):
+                        return True
+                elif not isfinite(vdot(v, v)):
+                    return True
+            return False
+        self.nonfinite = nonfinite
 
     @staticmethod
     def host(state: dict) -> dict:
@@ -65,12 +78,12 @@ class NativeStepper:
     length, a value-dependent shape) is not an error: the ordinary call runs it and the shape is
     not bound again. A bound call the ordinary call refuses too (a bad input) keeps the binding."""
 
-    def __init__(self, session, sig):
+    def __init__(self, session, sig, unbindable: set | None = None):
         self._session, self._sig = session, sig
         self._call = CallStepper(session.run, sig)
         self._loop = None
         self._last = None  # the shape of the previous ordinary call
-        self._unbindable: set = set()
+        self._unbindable = set() if unbindable is None else unbindable  # shared by a backend's steppers
         self._binding = False  # ordinary calls through the Python binding (see _to_binding)
         self._flat = None  # after a bound call: the buffer holding its new state (and frame)
         self.frame_inside = False
@@ -96,6 +109,9 @@ class NativeStepper:
                     return y, new
             self._drop()
         self._flat = None
+        if x.shape in self._unbindable:  # another stream of this model found it out
+            self._to_binding()
+            return self.run(x, state)
         y, new = self._call.run(x, state)
         if x.shape == self._last and x.shape not in self._unbindable:
             self._bind(x, y, new)
@@ -128,7 +144,7 @@ class NativeStepper:
     def nonfinite(self, new: dict) -> bool:
         flat = self._flat
         if flat is not None:
-            return not math.isfinite(np.vdot(flat, flat))
+            return may_be_nonfinite(flat)
         return self._call.nonfinite(new)
 
     @staticmethod
@@ -201,7 +217,7 @@ class DeviceStepper:
 
     def nonfinite(self, new: dict) -> bool:
         """The device state is not read back each step; y, which it produced, is."""
-        return self._y is not None and not math.isfinite(np.vdot(self._y, self._y))
+        return self._y is not None and may_be_nonfinite(self._y)
 
     @staticmethod
     def _numpy(v):
@@ -232,9 +248,10 @@ class NativeBackend:
     def __init__(self, session):
         self.session = session
         self.run = session.run
+        self._unbindable: set = set()  # call shapes a stepper found the bound call refuses
 
     def stepper(self, sig, *, host_state: bool = False):
-        return NativeStepper(self.session, sig)
+        return NativeStepper(self.session, sig, self._unbindable)
 
 
 class DeviceBackend:

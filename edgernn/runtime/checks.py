@@ -36,12 +36,23 @@ def cannot_step_bidirectional() -> InputError:
                       "lookahead (Runtime.stream(lookahead=R))")
 
 
+SMALL = 24  # up to this many values, a Python sum of the list is cheaper than a numpy reduction
+
+
+def may_be_nonfinite(v: np.ndarray) -> bool:
+    """Cheap screen for NaN/Inf: a reduction that turns any of them into a non-finite number
+    (vdot, or a plain sum for tiny arrays). It may also fire on finite values whose sum
+    overflows, so a True is confirmed with np.isfinite before anything is refused."""
+    if v.size <= SMALL:
+        return not math.isfinite(sum(v.ravel().tolist()))
+    return not math.isfinite(np.vdot(v, v))
+
+
 def check_states(state: dict, where: str) -> None:
     """Refuse a new state holding NaN/Inf (the caller keeps the old one): a NaN once in a
-    recurrent state poisons every later output. vdot is the cheapest reduction that turns any
-    NaN/Inf into a non-finite number; the exact test runs only when it fires."""
+    recurrent state poisons every later output. The exact test runs only when the screen fires."""
     for name, v in state.items():
-        if not math.isfinite(np.vdot(v, v)) and not np.isfinite(v).all():
+        if may_be_nonfinite(v) and not np.isfinite(v).all():
             raise ModelFileError(f"state {name!r} became non-finite {where}; the model diverged on this input "
                                  "(state unchanged)")
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgernn.core.errors import InputError
 from edgernn.runtime import checks, statefile
+from edgernn.runtime.checks import may_be_nonfinite
 
 
 class Stream:
@@ -40,9 +41,8 @@ class Stream:
             x = self._reshape(x)
         stepper = self._stepper
         if self._float:
-            # vdot is the cheapest reduction that turns any NaN/Inf into a non-finite number;
-            # a stepper whose frame shares a buffer with the new state checks both after the call.
-            if not stepper.frame_inside and not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
+            # a stepper whose frame shares a buffer with the new state checks both after the call
+            if not stepper.frame_inside and may_be_nonfinite(x) and not np.isfinite(x).all():
                 return self._refuse_frame()
         elif not self._fshape:
             checks.check_tokens(self.runtime, x)
