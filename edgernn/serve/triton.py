@@ -39,6 +39,7 @@ from edgernn.export.onnxmeta import meta_text, set_meta
 
 CONTROLS = ("START", "END", "READY", "CORRID")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+BACKENDS = ("onnxruntime", "python")  # the graph wrapped for Triton's implicit state, or edgernn's streams
 # the element types a served tensor may have: onnx TensorProto.DataType number -> Triton data type
 _TRITON_TYPES = {dtypes.BY_NAME[n].code: dtypes.BY_NAME[n].triton for n in ("float32", "float16", "float64",
                                                                             "int32", "int64")}
@@ -305,10 +306,26 @@ instance_group [
 """
 
 
-def config_text(onnx_path, *, name: str | None = None, **options) -> str:
+def config_text(onnx_path, *, name: str | None = None, backend: str = "onnxruntime", **options) -> str:
     """config.pbtxt for serving `onnx_path` (see write_repository for the options)."""
     proto, meta = load(onnx_path)
-    return render(served(proto, meta, str(onnx_path)), name=name or _default_name(onnx_path), **options)
+    return _config(proto, meta, str(onnx_path), name=name or _default_name(onnx_path), backend=backend, **options)
+
+
+def _config(proto, meta: dict, source: str, *, name: str, backend: str, **options) -> str:
+    s = served(proto, meta, source)
+    if backend == "onnxruntime":
+        return render(s, name=name, **options)
+    if backend != "python":
+        raise InputError(f"Triton backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    from edgernn.serve import triton_python
+
+    o = {**dict(max_batch_size=64, idle_timeout_s=60, instances=1, kind="cpu", max_sequences=None,
+                queue_delay_us=500), **options}
+    _check_options(name, **o)
+    controls = ",\n".join(_control_block(c) for c in CONTROLS)
+    return triton_python.render(meta, name=name, x_block=_tensor_block(s.x), y_block=_tensor_block(s.y),
+                                controls=controls, **o)
 
 
 def _default_name(onnx_path) -> str:
@@ -318,9 +335,12 @@ def _default_name(onnx_path) -> str:
 
 def write_repository(onnx_path, repo_dir, *, name: str | None = None, max_batch_size: int = 64,
                      idle_timeout_s: float = 60, instances: int = 1, kind: str = "cpu", version: int = 1,
-                     max_sequences: int | None = None, queue_delay_us: int = 500) -> Path:
+                     max_sequences: int | None = None, queue_delay_us: int = 500,
+                     backend: str = "onnxruntime") -> Path:
     """Write REPO/NAME/config.pbtxt and REPO/NAME/VERSION/model.onnx; returns REPO/NAME.
 
+    backend "onnxruntime": the graph wrapped for Triton's implicit state (above); "python": the
+    exported file as is, with VERSION/model.py running edgernn's streams (edgernn.serve.triton_python).
     Other versions already in REPO/NAME are kept; this version and the config are replaced by
     renames, so a Triton polling the repository never loads half a model."""
     name = name or _default_name(onnx_path)
@@ -329,8 +349,13 @@ def write_repository(onnx_path, repo_dir, *, name: str | None = None, max_batch_
     if int(version) < 1:
         raise InputError(f"version={version}; expected a positive integer (Triton's version folder)")
     proto, meta = load(onnx_path)
-    text = render(served(proto, meta, str(onnx_path)), name=name, **options)
-    model = wrap(proto, meta).SerializeToString()
+    text = _config(proto, meta, str(onnx_path), name=name, backend=backend, **options)
+    if backend == "python":
+        from edgernn.serve.triton_python import MODEL_PY
+
+        model, extra = Path(onnx_path).read_bytes(), {"model.py": MODEL_PY}
+    else:
+        model, extra = wrap(proto, meta).SerializeToString(), {}
     repo = Path(repo_dir)
     repo.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=repo, prefix=f".{name}."))
@@ -340,6 +365,8 @@ def write_repository(onnx_path, repo_dir, *, name: str | None = None, max_batch_
     try:
         (tmp / str(int(version))).mkdir()
         (tmp / str(int(version)) / "model.onnx").write_bytes(model)
+        for fname, content in extra.items():
+            (tmp / str(int(version)) / fname).write_text(content)
         (tmp / "config.pbtxt").write_text(text)
         _install(tmp, repo / name, str(int(version)))
     finally:
