@@ -12,7 +12,6 @@ linked files (edgernn.export.seq2seq). Nothing is written when a check fails (Pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,36 +21,12 @@ from edgernn.core import fileio
 from edgernn.core.errors import InputError, ParityError
 from edgernn.export import companion, graph, parity, seq2seq
 from edgernn.export import precision as prec
+from edgernn.export.exported import Exported
 from edgernn.export.onnxmeta import DEFAULT_OPSET, set_meta
 from edgernn.serve import triton as triton_mod
 from edgernn.train import checkpoint, seq2seq_io
 
 PRECISION_CASES = ((1, 1), (50, 3))  # (length, batch) feeds the fp16/int8 variant is compared on
-
-
-@dataclass(frozen=True)
-class Exported:
-    """What `export_checkpoint` wrote."""
-
-    files: tuple  # the ONNX files written: (model,), (model, companion) or (encoder, decoder)
-    max_error: float | None  # the largest parity error against PyTorch; None when not verified
-    meta: dict | None  # the model file's edgernn metadata (None for an encoder–decoder pair)
-    reports: dict = field(default_factory=dict)  # parity reports: "model", or "encoder" and "decoder"
-    triton: Path | None = None  # REPO/NAME when a Triton repository was written
-
-    @property
-    def path(self) -> Path:
-        return self.files[0]
-
-    @property
-    def precision(self) -> dict | None:
-        """export.precision of the file (weights, max_err_vs_fp32, tolerance); None at fp32."""
-        return (self.meta or {}).get("export", {}).get("precision")
-
-    @property
-    def companion(self) -> str | None:
-        """File name of the lookahead companion beside the model (bidirectional models)."""
-        return ((self.meta or {}).get("lookahead") or {}).get("file")
 
 
 def export_checkpoint(model_pt, output=None, *, opset: int = DEFAULT_OPSET, precision: str = "fp32",
