@@ -65,15 +65,17 @@ def main():
               help="Triton: seconds a silent stream keeps its state before it is dropped.")
 @click.option("--triton-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton: model instances.")
 @click.option("--triton-gpu", is_flag=True, help="Triton: run the instances on a GPU (default: CPU).")
+@click.option("--triton-backend", type=click.Choice(["onnxruntime", "python"]), default="onnxruntime", show_default=True,
+              help="Triton: onnxruntime (the graph wrapped for implicit state; NGC images, GPU) or python (edgernn's streams; the CPU tritonserver of `edgernn serve`).")
 def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load, triton_dir, triton_max_batch,
-           triton_idle_timeout, triton_instances, triton_gpu):
+           triton_idle_timeout, triton_instances, triton_gpu, triton_backend):
     """Write ONE stateful ONNX file (x, h0[, c0] -> y, hn[, cn]) and verify it against PyTorch."""
     from edgernn.export.pipeline import export_checkpoint
 
     if unsafe_load:
         click.echo("warning: --unsafe-load unpickles arbitrary objects: a malicious file can run code", err=True)
     triton_options = dict(max_batch_size=triton_max_batch, idle_timeout_s=triton_idle_timeout,
-                          instances=triton_instances, kind="gpu" if triton_gpu else "cpu")
+                          instances=triton_instances, kind="gpu" if triton_gpu else "cpu", backend=triton_backend)
     r = export_checkpoint(model_pt, output, opset=opset, precision=precision, verify=not no_verify,
                           nonlinearity=nonlinearity, unsafe_load=unsafe_load, triton=triton_dir,
                           triton_options=triton_options, progress=_progress())
@@ -87,7 +89,8 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
         note += f"; lookahead companion {r.companion}"
     click.echo(f"wrote {r.path} ({r.path.stat().st_size / 1024:.1f} KiB, {note})")
     if r.triton:
-        click.echo(f"wrote {r.triton}/ (Triton model repository: config.pbtxt, 1/model.onnx)")
+        files = "config.pbtxt, 1/model.py, 1/model.onnx" if triton_backend == "python" else "config.pbtxt, 1/model.onnx"
+        click.echo(f"wrote {r.triton}/ (Triton model repository: {files})")
 
 
 def _progress():
@@ -253,3 +256,5 @@ from edgernn.cli.train import train  # noqa: E402
 main.add_command(train)
 main.add_command(stream)
 main.add_command(devices)
+from edgernn.cli.serve import serve  # noqa: E402
+main.add_command(serve)

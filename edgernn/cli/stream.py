@@ -159,7 +159,7 @@ def _check_options(o, is_mic: bool, is_wav: bool) -> None:
 def _options(f):
     """The stream command's options, in --help order."""
     opts = [
-        click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The .onnx model."),
+        click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The .onnx model, or grpc://HOST:PORT/NAME for one served by `edgernn serve` (Triton)."),
         click.option("--input", "input_", required=True, help="mic, FILE.wav, FILE.csv, FILE.npy, or - for stdin (one frame per line)."),
         click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True, help="Execution provider."),
         click.option("--strict-provider", is_flag=True, help="Refuse to run if the provider is missing, instead of falling back to CPU."),
@@ -208,6 +208,10 @@ def stream(**o):
     from edgernn.cli.output import Writer
     from edgernn.runtime.engine import Runtime
 
+    if o["model_path"].startswith("grpc://"):  # the model on a Triton server (edgernn serve)
+        from edgernn.cli.remote import run_remote
+
+        return run_remote(o)
     is_mic, is_wav = o["input_"] == "mic", Path(o["input_"]).suffix.lower() == ".wav"
     o["frames"] = (not o["events"]) if o["frames"] is None else o["frames"]
     _check_options(o, is_mic, is_wav)
