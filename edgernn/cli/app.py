@@ -14,6 +14,20 @@ import click
 from edgernn.core.errors import EdgeRNNError, ParityError
 
 
+# packages the commands import only when they need them, and the extra that brings each
+EXTRAS = {"torch": "train", "onnx": "train", "matplotlib": "train", "sounddevice": "audio", "tritonclient": "serve"}
+
+
+def missing_extra(command: str | None, module: str) -> str:
+    """The one line for a command run where its extra is not installed (an edge install has only
+    onnxruntime, numpy and click)."""
+    package = module.split(".")[0]
+    extra = EXTRAS[package]
+    what = f"`edgernn {command}`" if command else "this command"
+    return (f"{what} needs {package}, which is not installed (the edge install runs models only); "
+            f"expected `pip install 'edgernn[{extra}]'`")
+
+
 class BadInput(click.ClickException):
     exit_code = 2
 
@@ -32,6 +46,10 @@ class Group(click.Group):
             raise ParityFailed(str(e)) from None
         except EdgeRNNError as e:
             raise BadInput(str(e)) from None
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] in EXTRAS:
+                raise BadInput(missing_extra(ctx.invoked_subcommand, e.name)) from None
+            raise
         except BrokenPipeError:  # `edgernn stream … | head` closed the pipe: not an error
             sys.stderr.close()
             sys.exit(0)

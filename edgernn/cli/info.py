@@ -82,7 +82,12 @@ def _describe_pt(path: Path) -> dict:
         from edgernn.train import checkpoint
     except ImportError as e:
         raise InputError(f"{path}: reading a checkpoint needs torch ({e}); expected `pip install 'edgernn[train]'`") from e
-    loaded = checkpoint.load(path)
+    from edgernn.train import seq2seq_io
+
+    obj = checkpoint.read(path)
+    if seq2seq_io.is_seq2seq_checkpoint(obj):
+        return _describe_seq2seq(path, seq2seq_io.load(path))
+    loaded = checkpoint.load(path, obj=obj)
     spec = loaded.model.spec
     params = sum(p.numel() for p in loaded.model.parameters())
     return {"file": str(path), "kind": loaded.kind, "spec": spec.to_dict(), "parameters": params,
@@ -90,7 +95,32 @@ def _describe_pt(path: Path) -> dict:
             "task": loaded.extra.get("task")}
 
 
+def _describe_seq2seq(path: Path, pair) -> dict:
+    halves = {role: {"spec": getattr(pair, role).spec.to_dict(),
+                     "parameters": sum(p.numel() for p in getattr(pair, role).parameters())}
+              for role in ("encoder", "decoder")}
+    return {"file": str(path), "kind": "seq2seq checkpoint", "halves": halves, "tokens": len(pair.tokens),
+            "max_length": pair.max_length, "metrics": pair.metrics,
+            "export": "edgernn export writes NAME.encoder.onnx and NAME.decoder.onnx from it"}
+
+
+def _render_seq2seq(d: dict) -> str:
+    lines = [f"{d['file']}  ({d['kind']})"]
+    for role, h in d["halves"].items():
+        s = h["spec"]
+        lines.append(f"  {role:<7} {s['cell']} x{s['layers']} hidden {s['hidden']}, {h['parameters']} parameters")
+    lines.append(f"  tokens  {d['tokens']} (output at most {d['max_length']} tokens)")
+    m = d.get("metrics") or {}
+    if m.get("metric") is not None and m.get("value") is not None:
+        lines.append(f"  metrics {m['metric']} {m['value']:.4g}"
+                     + (f" (baseline {m['baseline']:.4g})" if m.get("baseline") is not None else ""))
+    lines.append(f"  export  {d['export']}")
+    return "\n".join(lines)
+
+
 def render(d: dict) -> str:
+    if d["kind"] == "seq2seq checkpoint":
+        return _render_seq2seq(d)
     lines = [f"{d['file']}  ({d['kind']})"]
     if d["kind"] != "onnx":
         s = d["spec"]

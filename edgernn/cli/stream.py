@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edgernn.core.wording import plural
 from edgernn.runtime.events import EventOptions
 from edgernn.audio.frontend import ModelFrontend
 from edgernn.cli.output import Printer
@@ -139,11 +140,24 @@ def _detector(rt, classify: bool, step_seconds, o):
     return EventDetector(labels, step_seconds=step_seconds or 1.0, options=opts)
 
 
+def _frame_words(rt) -> str:
+    shape = rt.signature.frame_shape
+    if not shape:
+        return "one token id a step"
+    return f"{plural(int(np.prod(shape)), 'value')} a step"
+
+
 def _check_options(o, is_mic: bool, is_wav: bool) -> None:
     from edgernn.core.errors import InputError
 
     if o["chunk"] < 1:
         raise InputError(f"--chunk {o['chunk']}; expected a positive integer")
+    src = o["input_"]
+    if src not in ("mic", "-") and Path(src).is_dir():
+        raise InputError(f"--input {src}: a folder; expected a file (.csv, .npy, .wav), mic or - "
+                         f"(one file at a time: e.g. --input {Path(src) / 'NAME.wav'})")
+    if o["columns"] and (is_mic or is_wav or src == "-" or Path(src).suffix.lower() == ".npy"):
+        raise InputError(f"--column picks CSV columns by name; {src!r} has no columns; drop --column")
     if (o["window"] is None) != (o["hop"] is None):
         raise InputError("--window and --hop go together; expected both or neither")
     if o["duration"] is not None and not (is_mic or is_wav):
@@ -227,6 +241,10 @@ def stream(**o):
         from edgernn.cli import info
 
         click.echo(info.pairing_lines(rt), err=True)
+    if is_wav and not (rt.meta or {}).get("frontend") and framer is None:
+        raise InputError(f"{o['input_']}: audio, but this model has no audio front end (its metadata names none) "
+                         f"and takes {_frame_words(rt)}; expected frames as .csv or .npy, or --window and --hop "
+                         "(samples per window and per step) for a model that takes windows of raw samples")
     if is_wav:  # read first: a model without a front end runs at the file's rate
         o["wav"] = _read_wav(rt, o)
         o["sample_rate"] = o["sample_rate"] or o["wav"][1]

@@ -38,10 +38,10 @@ def _make_task(task, o):
 @click.option("--text", type=click.Path(dir_okay=False), help="charlm: a UTF-8 text file (default: bundled Genesis, KJV).")
 @click.option("--tbptt", type=int, default=100, show_default=True, help="charlm: truncated-BPTT segment length; the state is carried across segments.")
 @click.option("--data", type=click.Path(file_okay=False), help="classify: a folder with one subfolder of WAV files per class.")
-@click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"]), help="Recurrent cell (default lstm; seq2seq gru).")
+@click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"]), help="Recurrent cell (default: " + ", ".join(f"{k} {c}" for k, c in tasks.default_cells().items()) + ").")
 @click.option("--bidirectional", is_flag=True, help="Read the sequence both ways (offline models).")
 @click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
-@click.option("--hidden", type=int, help="Hidden units per direction (task default).")
+@click.option("--hidden", type=int, help="Hidden units per direction (default: " + ", ".join(f"{k} {h}" for k, h in tasks.default_hidden().items()) + ").")
 @click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout between layers.")
 @click.option("--steps", type=int, help="Optimiser updates in all (task default).")
 @click.option("--epochs", type=int, help="Alternative to --steps: epochs of --eval-every updates.")
@@ -51,7 +51,7 @@ def _make_task(task, o):
 @click.option("--clip", type=float, help="Clip gradients to this global norm (0: off; default 1, classify 5).")
 @click.option("--lookahead", "train_lookahead", type=int, help="Bidirectional: train by the streaming rule with R frames of lookahead (exact for `stream --lookahead R`).")
 @click.option("--chunk", "train_chunk", type=int, default=1, show_default=True, help="With --lookahead: the rule's chunk C.")
-@click.option("--patience", type=int, default=0, show_default=True, help="Early stopping: validations without improvement before stopping (0: off).")
+@click.option("--patience", type=click.IntRange(min=0), help="Early stopping: validations without improvement before stopping (0: off; default: " + ", ".join(f"{k} {v['patience']}" for k, v in tasks.DEFAULTS.items() if v.get("patience")) + ", else off).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the run repeatable.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch intra-op threads; small RNNs gain little from more, and contended cores lose a lot.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False), help="Continue an interrupted run from its checkpoint.")
@@ -84,7 +84,7 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
     cfg = train_mod.TrainConfig(steps=total, eval_every=min(o["eval_every"], total),
                                 batch_size=o["batch_size"] or d["batch_size"], lr=o["lr"] or d["lr"],
                                 clip=d.get("clip", 1.0) if o["clip"] is None else o["clip"], seed=o["seed"],
-                                patience=o["patience"], lookahead=o["train_lookahead"], chunk=o["train_chunk"])
+                                patience=d.get("patience", 0) if o["patience"] is None else o["patience"], lookahead=o["train_lookahead"], chunk=o["train_chunk"])
     if grad_report and spec.bidirectional:
         raise InputError("--grad-report needs a unidirectional model; expected no --bidirectional")
     if o["threads"]:
@@ -119,7 +119,9 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
         diagnostics.plot_grad_report(grad_report, grads.get("start"), grads.get("end"), clip=cfg.clip,
                                      clip_rate=m["clip_rate"], title=f"{spec.cell}, {task}{length}")
     note = f", stopped early at step {m['stopped_early']}" if "stopped_early" in m else ""
-    click.echo(f"{task}: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g} "
+    test = (f"; test {m['metric']} {m['test']:.4g} vs baseline {m['test_baseline']:.4g} (years never used to "
+            "choose the checkpoint)") if "test" in m else ""
+    click.echo(f"{task}: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g}{test} "
                f"({m['seconds']:.0f}s, {m['steps']} steps{note}) -> {output}")
 
 

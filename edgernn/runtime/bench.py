@@ -134,7 +134,7 @@ def runtime_suite(path, *, steps: int = 1000, streams=(1, 16, 256, 1024), chunk:
         raise ValueError("bench: a bidirectional model cannot be stepped")
     if rt.signature.frame_open:
         raise ValueError(f"bench: the frame size of {rt.signature.x!r} is symbolic ({rt.signature.frame_symbol!r}); "
-                         "expected --frame N")
+                         "expected --frame with the number of values per frame")
     batchable = "b" in rt.signature.layout and all(s.batch_axis >= 0 for s in rt.signature.states)
     rng = np.random.default_rng(0)
     frames = (rng.integers(0, rt.out_size or 2, (steps,) + rt.signature.frame_shape) if rt.signature.dtype == np.int64

@@ -27,7 +27,8 @@ def check_nan_policy(policy: str) -> str:
 def nonfinite_frame(where: str) -> InputError:
     """`where`: "frame 12", "streams [3, 5]: frame", "stream 4: frames"."""
     verb = "hold" if where.endswith("frames") else "holds"
-    return InputError(f"{where} {verb} NaN or Inf; expected finite numbers (state unchanged)")
+    return InputError(f"{where} {verb} NaN or Inf; expected finite numbers, or nan_policy (--nan-policy) skip or "
+                      "reset to drop such frames (state unchanged)")
 
 
 def cannot_step_bidirectional() -> InputError:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgernn.core.errors import InputError, ModelFileError
+from edgernn.core.wording import plural
 from edgernn.runtime import backend as backend_mod
 from edgernn.runtime import lookahead as lookahead_mod
 from edgernn.runtime import statefile
@@ -88,7 +89,7 @@ class Runtime:
         out = (self.meta or {}).get("output") or {}
         size, labels = out.get("size"), out.get("labels")
         if isinstance(width, int) and ((isinstance(size, int) and size != width) or (labels and len(labels) != width)):
-            raise ModelFileError(f"{self.path}: metadata says {size} outputs ({len(labels or [])} labels) but the graph's "
+            raise ModelFileError(f"{self.path}: metadata says {plural(size, 'output')} ({len(labels or [])} labels) but the graph's "
                                  f"y has {width}; the metadata contradicts the graph: re-export it")
 
     def set_frame(self, size: int) -> None:
@@ -98,7 +99,7 @@ class Runtime:
             raise InputError(f"frame size {size!r}; expected a positive whole number of values")
         if not sig.frame_open:
             if sig.frame_shape != (int(size),):
-                raise InputError(f"frames of {size} values; {self.path.name} takes frames of {sig.frame_shape}")
+                raise InputError(f"frames of {plural(size, 'value')}; {self.path.name} takes frames of {sig.frame_shape}")
             return
         self.signature = sig.with_frame(int(size))
         self.frame_call_shape = self._x_shape = self.signature.step_shape

@@ -52,6 +52,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from edgernn.core.errors import InputError
+from edgernn.core.wording import plural
 
 IGNORED = ("_silence_", "_unknown_")  # labels that mean "no keyword": they never fire
 _QUIET = 0.05  # s under the peak that make the end of a word (longer than most stop closures)
@@ -161,7 +162,7 @@ class EventDetector:
             raise InputError(f"posteriors of shape {p.shape}; expected (T, {len(self.labels)}), one per label")
         loud = [None] * len(p) if loudness is None or not self.options.endpoint else np.asarray(loudness, np.float64)
         if len(loud) != len(p):
-            raise InputError(f"{len(loud)} loudness values for {len(p)} frames; expected one per frame")
+            raise InputError(f"{plural(len(loud), 'loudness value')} for {plural(len(p), 'frame')}; expected one per frame")
         if len(p) == 0:
             return []
         events = []

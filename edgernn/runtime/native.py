@@ -39,6 +39,8 @@ def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",)
     is a NativeSession (the C API) unless use_native=False or the build does not allow it."""
     if not isinstance(model, (bytes, bytearray)) and not Path(model).is_file():
         raise InputError(f"{model}: no such model file; expected an .onnx file written by `edgernn export`")
+    if not isinstance(model, (bytes, bytearray)):
+        _refuse_a_checkpoint(model)
     source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
     try:
         if use_native and list(providers) == ["CPUExecutionProvider"]:
@@ -59,6 +61,15 @@ def open_session(model, *, threads: int = 1, providers=("CPUExecutionProvider",)
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         name = "the model" if isinstance(model, (bytes, bytearray)) else model
         raise ModelFileError(f"{name}: onnxruntime cannot load it ({first}); expected a valid ONNX model") from e
+
+
+def _refuse_a_checkpoint(path) -> None:
+    """A PyTorch file (a zip archive or a raw pickle) where a model is expected: say what to run."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise InputError(f"{path}: a PyTorch checkpoint, not an ONNX model; run `edgernn export {path}` first and "
+                         "pass the .onnx it writes")
 
 
 def fast_run(session):

@@ -23,6 +23,7 @@ import numpy as np
 from edgernn.core import dtypes
 from edgernn.core import meta as meta_mod
 from edgernn.core.errors import InputError, ModelFileError
+from edgernn.core.wording import plural
 
 _DTYPES = dtypes.numpy_by_ort("float32", "int64", "float64", "int32", "float16")  # what a frame or state may be
 LAYOUTS = {3: ("btf", "tbf"), 2: ("bf", "tf", "bt", "tb")}
@@ -86,7 +87,7 @@ class Signature:
         if self.layout[0] == "t":
             if "b" not in self.layout:
                 if x.shape[0] != 1:
-                    raise InputError(f"{x.shape[0]} streams in one call; this model's input {self.x!r} has no batch "
+                    raise InputError(f"{plural(x.shape[0], 'stream')} in one call; this model's input {self.x!r} has no batch "
                                      "axis: expected one stream per call")
                 return x[0]
             return x.swapaxes(0, 1)
@@ -123,7 +124,7 @@ def _constant(arg, value, source: str) -> np.ndarray:
     dims = _dims(arg)
     if all(isinstance(d, int) for d in dims):
         if v.size != int(np.prod(dims, dtype=np.int64)):
-            raise InputError(f"constant {arg.name!r} has {v.size} values; {source} expects shape {dims}")
+            raise InputError(f"constant {arg.name!r} has {plural(v.size, 'value')}; {source} expects shape {dims}")
         v = v.reshape(dims)
     return v
 
@@ -284,7 +285,7 @@ def _frame(x, meta, source, y_name, pairs, constants, pairing, layout=None, fram
             else:
                 d, symbol = None, d if isinstance(d, str) else "?"
         elif frame is not None and int(frame) != d:
-            raise InputError(f"frame={frame}; the input {x.name!r} of {source} takes frames of {d} values")
+            raise InputError(f"frame={frame}; the input {x.name!r} of {source} takes frames of {plural(d, 'value')}")
         frame_shape = (d,)
     elif frame is not None:
         raise InputError(f"frame={frame}; the input {x.name!r} of {source} takes one token per step, not frames")
@@ -292,6 +293,6 @@ def _frame(x, meta, source, y_name, pairs, constants, pairing, layout=None, fram
         raise ModelFileError(f"{source}: input {x.name!r} ({dims}) has no batch axis but its states do; "
                              "expected a layout with b (layout=btf, tbf, bf or bt)")
     if meta is not None and meta["input"].get("features") not in (None, frame_shape[0] if frame_shape else None):
-        raise ModelFileError(f"{source}: metadata says {meta['input']['features']} features but the graph takes "
+        raise ModelFileError(f"{source}: metadata says {plural(meta['input']['features'], 'feature')} but the graph takes "
                              f"{frame_shape[0] if frame_shape else 'tokens'}; the metadata contradicts the graph: re-export it")
     return Signature(x.name, dtype, frame_shape, has_time, y_name, pairs, constants, pairing, layout, symbol)

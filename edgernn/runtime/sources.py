@@ -14,18 +14,19 @@ from typing import Iterator
 import numpy as np
 
 from edgernn.core.errors import InputError
+from edgernn.core.wording import plural
 
 _SPLIT = re.compile(r"[,\s;]+")
 
 
 def _parse_row(fields: list[str], where: str, width: int | None, dtype) -> np.ndarray:
     if width is not None and len(fields) != width:
-        raise InputError(f"{where}: {len(fields)} values; expected {width} (one per model feature)")
+        raise InputError(f"{where}: {plural(len(fields), 'value')}; expected {width} (one per model feature)")
     try:
         return np.array([float(f) for f in fields], dtype=dtype)
     except ValueError:
         bad = next(f for f in fields if not _is_number(f))
-        raise InputError(f"{where}: {bad[:40]!r} is not a number; expected {width or 'N'} numbers per row") from None
+        raise InputError(f"{where}: {bad[:40]!r} is not a number; expected {plural(width, 'number') if width else 'numbers only'} per row") from None
 
 
 def _is_number(s: str) -> bool:
@@ -60,11 +61,16 @@ def read_csv(path, *, width: int | None = None, columns: list[str] | None = None
         if missing:
             raise InputError(f"{path}: no column {missing[0]!r}; the header has {header}")
         pick = [header.index(c) for c in columns]
+    elif header is not None and width is not None and len(header) != width:
+        names = ", ".join(header)
+        raise InputError(f"{path}: columns {names}, but the model takes {plural(width, 'value')} "
+                         f"a frame; expected --column NAME to pick {'it' if width == 1 else 'them'} "
+                         f"(e.g. --column {header[-1]})")
     out = []
     for lineno, fields in rows:
         if pick is not None:
             if len(fields) != len(header):
-                raise InputError(f"{path}:{lineno}: {len(fields)} values; expected {len(header)} like the header")
+                raise InputError(f"{path}:{lineno}: {plural(len(fields), 'value')}; expected {len(header)} like the header")
             fields = [fields[i] for i in pick]
         out.append(_parse_row(fields, f"{path}:{lineno}", width, dtype))
     if not out:

@@ -76,17 +76,48 @@ def read(path, *, unsafe: bool = False, unsafe_hint: bool = False):
                              "expected a checkpoint (.pt) or a state_dict saved with torch.save") from e
 
 
-def load(path, *, unsafe: bool = False, nonlinearity: str | None = None, unsafe_hint: bool = False) -> Loaded:
-    """Rebuild the model from an edgernn checkpoint or a user's state_dict."""
-    obj = read(path, unsafe=unsafe, unsafe_hint=unsafe_hint)
+def load(path, *, unsafe: bool = False, nonlinearity: str | None = None, unsafe_hint: bool = False,
+         obj=None) -> Loaded:
+    """Rebuild the model from an edgernn checkpoint or a user's state_dict (`obj`: what read()
+    already returned for `path`)."""
+    if obj is None:
+        obj = read(path, unsafe=unsafe, unsafe_hint=unsafe_hint)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_checkpoint(obj, path)
-    if isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+    if _is_state_dict(obj):
         return _from_state_dict(obj, path, nonlinearity)
     if isinstance(obj, torch.nn.Module):
         return _from_state_dict(obj.state_dict(), path, nonlinearity)
+    if isinstance(obj, dict):
+        key = wrapped_state_dict_key(obj, path)
+        if key is not None:
+            return _from_state_dict(obj[key], path, nonlinearity)
     raise ModelFileError(f"{path}: holds a {type(obj).__name__} that is neither an edgernn checkpoint nor a state_dict; "
                          "expected the file `edgernn train` wrote, or torch.save(model.state_dict(), path)")
+
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+"""Where training scripts put the weights in a checkpoint dict (with the optimizer, the epoch...)."""
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+
+
+def wrapped_state_dict_key(obj: dict, path) -> str | None:
+    """The key of a training script's checkpoint dict that holds the model's state_dict, or None.
+    Several candidates and none of the usual names: refused, naming them."""
+    for key in WRAPPER_KEYS:
+        if _is_state_dict(obj.get(key)):
+            return key
+    found = [k for k, v in obj.items() if _is_state_dict(v)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ModelFileError(f"{path}: a checkpoint dict with several state_dicts ({', '.join(map(repr, found))}); "
+                             f"expected one under {' or '.join(map(repr, WRAPPER_KEYS[:3]))}, or save the model's alone "
+                             "with torch.save(model.state_dict(), path)")
+    return None
 
 
 def _from_checkpoint(ckpt: dict, path) -> Loaded:

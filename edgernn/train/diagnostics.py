@@ -44,8 +44,8 @@ def hidden_grad_norms(model: RNNModel, x, y, loss_fn: Callable) -> np.ndarray:
     x = x.to(device)
     want = 2 if spec.vocab else 3
     if x.dim() != want or x.shape[1] < 1:
-        raise InputError(f"x of shape {tuple(x.shape)}; expected {'(N, L)' if spec.vocab else '(N, L, F)'} "
-                         "with L >= 1")
+        raise InputError(f"x of shape {tuple(x.shape)}; expected {'(batch, length)' if spec.vocab else '(batch, length, features)'} "
+                         "with length >= 1")
     loss, states, outs = _unrolled_loss(model, x, y, loss_fn)
     grads = torch.autograd.grad(loss, states + outs, allow_unused=True)
     n_steps = len(states)

@@ -199,6 +199,8 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
                "clip_rate": run["clipped"] / max(1, run["step"]), "processes": world}
     if "stopped_early" in run:
         metrics["stopped_early"] = run["stopped_early"]
+    if hasattr(task, "test"):  # a part never used to choose anything, scored once on the chosen weights
+        metrics["test"], metrics["test_baseline"] = task.test(_predictor(model, cfg))
     return model, {"metrics": metrics, "history": run["history"], "config": asdict(cfg)}
 
 
