@@ -137,12 +137,25 @@ def verify(model_pt, model_onnx, nonlinearity):
     from edgernn.train import checkpoint
     from edgernn.core.errors import InputError
 
-    loaded = checkpoint.load(model_pt, nonlinearity=nonlinearity)
+    from edgernn.export import matching
+    from edgernn.train import seq2seq_io
+
+    obj = checkpoint.read(model_pt)
     if not Path(model_onnx).is_file():
         raise InputError(f"{model_onnx}: no such file; expected the .onnx exported from {model_pt}")
     from edgernn.runtime.engine import Runtime
 
-    Runtime(model_onnx)  # an unreadable file is bad input (exit 2), not a parity failure
+    rt = Runtime(model_onnx)  # an unreadable file is bad input (exit 2), not a parity failure
+    if seq2seq_io.is_seq2seq_checkpoint(obj):  # one half of an encoder-decoder pair
+        role = matching.seq2seq_role(rt.meta, model_onnx)
+        half = getattr(seq2seq_io.load(model_pt), role)
+        matching.check_same_model(half.spec.to_dict(), rt.meta, pt=model_pt, onnx_path=model_onnx)
+        report = _verify(half, str(model_onnx))
+        click.echo(f"{role} parity ok: max error {report['max_abs_err']:.2e} over lengths {report['lengths']} x "
+                   f"batches {report['batches']}")
+        return
+    loaded = checkpoint.load(model_pt, nonlinearity=nonlinearity, obj=obj)
+    matching.check_same_model(loaded.model.spec.to_dict(), rt.meta, pt=model_pt, onnx_path=model_onnx)
     report = _verify(loaded.model, str(model_onnx))
     from edgernn.runtime import lookahead
 
