@@ -10,7 +10,7 @@
 # Then `edgernn devices` lists it and `edgernn stream --input mic ...` hears what is played.
 # Needs: pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 (espeak-ng for `say`).
 # VMIC_DIR (default /tmp/vmic) holds the socket, cookie, pid and log; keep it short, unix
-# socket paths are limited to 108 bytes. See /work/shared/MIC.md for why each line is there.
+# socket paths are limited to 108 bytes. docs/microphone.md says why each line is there.
 set -euo pipefail
 
 VMIC_DIR=${VMIC_DIR:-/tmp/vmic}

@@ -17,7 +17,7 @@ REQUIRED = ("format", "input", "output", "states", "model", "frontend", "normali
 
 
 def build(spec: ModelSpec, *, labels=None, frontend=None, normalize=None, export=None, **extra) -> dict:
-    """The metadata dict for a model of `spec` (see shared CONTRACT.md)."""
+    """The metadata dict for a model of `spec` (docs/contract.md says what each key means)."""
     d, n = spec.state_shape
     token = spec.vocab > 0
     meta = {
