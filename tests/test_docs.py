@@ -176,7 +176,8 @@ def test_every_relative_link_leads_somewhere():
 
 def test_pending_pages_are_still_pending():
     """A page in PENDING that now exists must leave the list, so its links are checked again."""
-    assert [p for p in sorted(PENDING) if (ROOT / p).exists()] == [], "remove the pages that exist from PENDING"
+    landed = [p for p in sorted(PENDING) if (ROOT / p).exists()]
+    assert landed == [], f"{landed} exist now: remove them from PENDING in tests/test_docs.py"
 
 
 def test_nothing_cites_the_internal_notes():
