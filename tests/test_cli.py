@@ -63,8 +63,12 @@ def test_info_and_verify(forecast_files):
     assert r.returncode == 0 and "parity ok" in r.stdout
 
 
-def test_verify_against_another_model_exits_1(forecast_files, tiny_export):
-    _, _, other = tiny_export(features=1, outputs=1, hidden=32, seed=5)
+def test_verify_against_other_weights_exits_1(forecast_files, tiny_export):
+    """The same shape with other weights: a parity failure (another shape is bad input: test_first_hour)."""
+    from edgernn.train import checkpoint
+
+    spec = checkpoint.load(forecast_files / "f.pt").model.spec
+    _, _, other = tiny_export(cell=spec.cell, features=1, outputs=1, hidden=spec.hidden, seed=5)
     r = run_cli("verify", forecast_files / "f.pt", other)
     assert r.returncode == 1 and "parity FAILED" in r.stderr
 

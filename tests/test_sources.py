@@ -20,7 +20,7 @@ def test_csv_header_columns_and_plain(tmp_path):
 
 
 @pytest.mark.parametrize("text,kw,match", [
-    ("1,2\n3\n", {"width": 2}, r"b.csv:2: 1 values; expected 2"),
+    ("1,2\n3\n", {"width": 2}, r"b.csv:2: 1 value; expected 2"),
     ("1,2\n3,x\n", {"width": 2}, r"b.csv:2: 'x' is not a number"),
     ("", {}, "empty"),
     ("A,B\n", {}, "a header but no rows"),

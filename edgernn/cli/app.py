@@ -24,8 +24,9 @@ def missing_extra(command: str | None, module: str) -> str:
     package = module.split(".")[0]
     extra = EXTRAS[package]
     what = f"`edgernn {command}`" if command else "this command"
-    return (f"{what} needs {package}, which is not installed (the edge install runs models only); "
-            f"expected `pip install 'edgernn[{extra}]'`")
+    members = ", ".join(k for k, v in EXTRAS.items() if v == extra)
+    return (f"{what} needs {package}, which is not installed (the edge install runs models only; the {extra} "
+            f"extra brings {members}); expected `pip install 'edgernn[{extra}]'`")
 
 
 class BadInput(click.ClickException):
@@ -83,11 +84,27 @@ def main():
               help="Triton: seconds a silent stream keeps its state before it is dropped.")
 @click.option("--triton-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton: model instances.")
 @click.option("--triton-gpu", is_flag=True, help="Triton: run the instances on a GPU (default: CPU).")
+@click.option("--module", "module_spec", metavar="FILE.py:NAME",
+              help="Your own model: NAME (a class or a factory) in FILE.py, built with --kwargs; MODEL_PT holds its "
+                   "weights (a state_dict or checkpoint). This imports FILE.py and runs its code: only code you trust.")
+@click.option("--kwargs", "module_kwargs", metavar="JSON", help="--module: keyword arguments for NAME, a JSON object.")
+@click.option("--offline", is_flag=True,
+              help="Write a model that cannot stream (a layer reads the future) for whole-sequence use; the reasons go into its metadata.")
+@click.option("--features", type=click.IntRange(min=1), help="--module/.pt2: values per frame, when the first layer does not tell.")
+@click.option("--vocab", type=click.IntRange(min=1), help="--module/.pt2: token ids below N (x is int64 [batch, time]).")
 @click.option("--triton-backend", type=click.Choice(["onnxruntime", "python"]), default="onnxruntime", show_default=True,
               help="Triton: onnxruntime (the graph wrapped for implicit state; NGC images, GPU) or python (edgernn's streams; the CPU tritonserver of `edgernn serve`).")
-def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load, triton_dir, triton_max_batch,
-           triton_idle_timeout, triton_instances, triton_gpu, triton_backend):
-    """Write ONE stateful ONNX file (x, h0[, c0] -> y, hn[, cn]) and verify it against PyTorch."""
+def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_load, module_spec, module_kwargs, offline,
+           features, vocab, triton_dir, triton_max_batch, triton_idle_timeout, triton_instances, triton_gpu,
+           triton_backend):
+    """Write ONE stateful ONNX file (x, h0[, c0] -> y, hn[, cn]) and verify it against PyTorch.
+
+    MODEL_PT: an edgernn checkpoint, a state_dict of one RNN/LSTM/GRU (+ Linear), the weights of
+    your own model with --module FILE.py:NAME (any layers; every recurrent layer and causal Conv1d
+    gets its state as an input/output pair named after its path), or a .pt2 from
+    torch.export.save (no code runs). Each file is checked against PyTorch at lengths 1, 7, 300 x
+    batches 1, 3 and over 500 single steps with every state carried (exit 1 when off).
+    """
     from edgernn.export.pipeline import export_checkpoint
 
     if unsafe_load:
@@ -96,7 +113,8 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
                           instances=triton_instances, kind="gpu" if triton_gpu else "cpu", backend=triton_backend)
     r = export_checkpoint(model_pt, output, opset=opset, precision=precision, verify=not no_verify,
                           nonlinearity=nonlinearity, unsafe_load=unsafe_load, triton=triton_dir,
-                          triton_options=triton_options, progress=_progress())
+                          triton_options=triton_options, progress=_progress(), module=module_spec,
+                          module_kwargs=module_kwargs, offline=offline, features=features, vocab=vocab)
     note = f"parity max error {r.max_error:.2e}" if r.max_error is not None else "not verified"
     if r.meta is None:  # an encoder-decoder pair
         click.echo(f"wrote {r.files[0]} and {r.files[1]} ({note})")
@@ -106,6 +124,11 @@ def export(model_pt, output, opset, precision, no_verify, nonlinearity, unsafe_l
     if r.companion:
         note += f"; lookahead companion {r.companion}"
     click.echo(f"wrote {r.path} ({r.path.stat().st_size / 1024:.1f} KiB, {note})")
+    if (r.meta.get("model") or {}).get("source") == "module":
+        click.echo("states: " + (", ".join(f"{s['input']} -> {s['output']}" for s in r.meta["states"]) or "none"))
+    if r.offline:
+        click.echo("offline only (it cannot stream): " + "; ".join(f"{o['path'] or '<model>'}: {o['reason']}"
+                                                                   for o in r.offline))
     if r.triton:
         files = "config.pbtxt, 1/model.py, 1/model.onnx" if triton_backend == "python" else "config.pbtxt, 1/model.onnx"
         click.echo(f"wrote {r.triton}/ (Triton model repository: {files})")
@@ -130,8 +153,20 @@ def _verify(model, onnx_model) -> dict:
 @click.argument("model_pt", type=click.Path(dir_okay=False))
 @click.argument("model_onnx", type=click.Path(dir_okay=False))
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), help="For a plain RNN state_dict: its activation.")
-def verify(model_pt, model_onnx, nonlinearity):
-    """Re-run the parity check between a checkpoint and its ONNX file (exit 1 on mismatch)."""
+@click.option("--module", "module_spec", metavar="FILE.py:NAME",
+              help="Your own model: NAME in FILE.py, built with --kwargs, MODEL_PT its weights; checks any ONNX file "
+                   "against it. This imports FILE.py and runs its code: only code you trust.")
+@click.option("--kwargs", "module_kwargs", metavar="JSON", help="--module: keyword arguments for NAME, a JSON object.")
+@click.option("--features", type=click.IntRange(min=1), help="--module/.pt2: values per frame, when the first layer does not tell.")
+@click.option("--vocab", type=click.IntRange(min=1), help="--module/.pt2: token ids below N.")
+def verify(model_pt, model_onnx, nonlinearity, module_spec, module_kwargs, features, vocab):
+    """Re-run the parity check between a checkpoint and its ONNX file (exit 1 on mismatch).
+
+    With --module FILE.py:NAME (or a .pt2 MODEL_PT), any ONNX file with edgernn's state pairs is
+    checked against your own module: lengths 1, 7, 300 x batches 1, 3, and 500 carried steps.
+    """
+    if module_spec or str(model_pt).endswith(".pt2"):
+        return _verify_module(model_pt, model_onnx, module_spec, module_kwargs, features, vocab)
     from pathlib import Path
 
     from edgernn.train import checkpoint
@@ -164,6 +199,34 @@ def verify(model_pt, model_onnx, nonlinearity):
         from edgernn.export.companion import verify_companion
 
         r = verify_companion(loaded.model, str(companion))
+        if not r["ok"]:
+            raise ParityError(f"lookahead companion {companion}: max error {r['max_abs_err']:.3g} over tolerance")
+        click.echo(f"lookahead companion ok: max error {r['max_abs_err']:.2e}")
+    click.echo(f"parity ok: max error {report['max_abs_err']:.2e} over lengths {report['lengths']} x batches "
+               f"{report['batches']}" + (f", {report['steps']} carried steps" if "steps" in report else ""))
+
+
+def _verify_module(model_pt, model_onnx, module_spec, module_kwargs, features, vocab):
+    """`verify --module`: the user's module (or a .pt2) against any ONNX file."""
+    from pathlib import Path
+
+    from edgernn.core.errors import InputError
+    from edgernn.export import usercode
+    from edgernn.export.module import verify_file
+    from edgernn.runtime import lookahead
+    from edgernn.runtime.engine import Runtime
+
+    model = usercode.user_model(model_pt, module=module_spec, kwargs=module_kwargs)
+    if not Path(model_onnx).is_file():
+        raise InputError(f"{model_onnx}: no such file; expected the .onnx exported from {model_pt}")
+    rt = Runtime(model_onnx)  # an unreadable file is bad input (exit 2), not a parity failure
+    report, rnn_model = verify_file(model, str(model_onnx), offline=bool((rt.meta or {}).get("offline")),
+                                    features=features, vocab=vocab, progress=_progress())
+    companion = lookahead.companion_path(model_onnx)
+    if rnn_model is not None and Path(companion).is_file():
+        from edgernn.export.companion import verify_companion
+
+        r = verify_companion(rnn_model, str(companion))
         if not r["ok"]:
             raise ParityError(f"lookahead companion {companion}: max error {r['max_abs_err']:.3g} over tolerance")
         click.echo(f"lookahead companion ok: max error {r['max_abs_err']:.2e}")

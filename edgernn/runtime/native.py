@@ -68,8 +68,8 @@ def _refuse_a_checkpoint(path) -> None:
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise InputError(f"{path}: a PyTorch checkpoint, not an ONNX model; run `edgernn export {path}` first and "
-                         "pass the .onnx it writes")
+        raise InputError(f"{path}: a PyTorch checkpoint (a zip archive or a pickle), not an ONNX model; expected "
+                         f"an .onnx file: run `edgernn export {path}` first and pass the .onnx it writes")
 
 
 def fast_run(session):
