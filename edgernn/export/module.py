@@ -69,6 +69,9 @@ def guess_input(module: nn.Module, *, features=None, vocab=None, example=None) -
         return Input(vocab=int(vocab))
     if features:
         return Input(features=int(features))
+    hint = getattr(module, "edgernn_input", None)  # a module that knows (edgernn.export.pt2)
+    if hint:
+        return Input(**hint)
     if example is not None:
         if not torch.is_floating_point(example):
             emb = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
@@ -79,7 +82,8 @@ def guess_input(module: nn.Module, *, features=None, vocab=None, example=None) -
     for m in module.modules():
         if isinstance(m, nn.Embedding):
             return Input(vocab=m.num_embeddings)
-        size = {nn.Linear: "in_features", nn.RNNBase: "input_size", nn.Conv1d: "in_channels"}
+        size = {nn.Linear: "in_features", nn.RNNBase: "input_size", nn.RNNCellBase: "input_size",
+                nn.Conv1d: "in_channels"}
         for cls, attr in size.items():
             if isinstance(m, cls):
                 return Input(features=getattr(m, attr))
@@ -237,7 +241,8 @@ def export_module(module: nn.Module, path, *, features: int | None = None, vocab
     (an InputError) naming each layer that stops streaming, ParityError when the file is off.
     """
     path = Path(path)
-    with eval_mode(module):
+    with eval_mode(module), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
         inp = guess_input(module, features=features, vocab=vocab, example=example)
         bidi = _rnn_model(module, inp, offline=offline, layout=layout)
         if bidi is not None:
@@ -298,3 +303,18 @@ def _export_rnn_model(model, path: Path, *, opset, verify, labels, progress, ext
     files = (path, path.parent / info["lookahead"]["file"])
     return Exported(files, report["max_abs_err"] if report else None, info, {"model": report} if report else {})
 
+
+
+def verify_file(module: nn.Module, onnx_model, *, offline: bool = False, features: int | None = None,
+                vocab: int | None = None, layout: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> tuple[dict, object]:
+    """Check any ONNX file against `module` as export_module checks its own: (report, the RNNModel
+    used for a bidirectional RNN + head, whose lookahead companion the caller may check, or None)."""
+    with eval_mode(module):
+        inp = guess_input(module, features=features, vocab=vocab)
+        bidi = _rnn_model(module, inp, offline=offline, layout=layout)
+        if bidi is not None:
+            return parity.check(bidi, onnx_model, progress=progress), bidi
+        p = plan(module, inp, offline=offline, layout=layout)
+        return module_parity.check(p.stream, onnx_model, inp, readout=p.readout, offline=bool(p.offline),
+                                   progress=progress), None

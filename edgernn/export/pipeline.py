@@ -12,6 +12,7 @@ linked files (edgernn.export.seq2seq). Nothing is written when a check fails (Pa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +22,9 @@ from edgernn.core import fileio
 from edgernn.core.errors import InputError, ParityError
 from edgernn.export import companion, graph, parity, seq2seq
 from edgernn.export import precision as prec
+from edgernn.export import usercode
 from edgernn.export.exported import Exported
+from edgernn.export.module import export_module
 from edgernn.export.onnxmeta import DEFAULT_OPSET, set_meta
 from edgernn.serve import triton as triton_mod
 from edgernn.train import checkpoint, seq2seq_io
@@ -32,7 +35,9 @@ PRECISION_CASES = ((1, 1), (50, 3))  # (length, batch) feeds the fp16/int8 varia
 def export_checkpoint(model_pt, output=None, *, opset: int = DEFAULT_OPSET, precision: str = "fp32",
                       verify: bool = True, nonlinearity: str | None = None, unsafe_load: bool = False,
                       triton=None, triton_options: dict | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Exported:
+                      progress: Callable[[int, int], None] | None = None, module: str | None = None,
+                      module_kwargs=None, offline: bool = False, features: int | None = None,
+                      vocab: int | None = None) -> Exported:
     """Export `model_pt` to `output` (default: beside it, .onnx) as `edgernn export` does.
 
     precision: "fp32", "fp16" or "int8" weights. verify=False skips the parity checks.
@@ -40,14 +45,31 @@ def export_checkpoint(model_pt, output=None, *, opset: int = DEFAULT_OPSET, prec
     objects (only for files you trust). triton: a folder for a Triton model repository, with
     `triton_options` passed to edgernn.serve.triton.write_repository. progress(done, total) is
     called as parity cases finish.
+
+    module: "FILE.py:NAME", the user's class or factory (called with `module_kwargs`; this runs
+    their code) whose weights `model_pt` holds; a `.pt2` from torch.export.save, or a pickled
+    module (unsafe_load), is exported the same way: by edgernn.export.module.export_module, with
+    `offline`, `features` and `vocab` passed on.
     """
+    output = Path(output or Path(model_pt).with_suffix(".onnx"))
+    user = usercode.user_model(model_pt, module=module, kwargs=module_kwargs, unsafe=unsafe_load)
+    if user is not None:
+        if precision != "fp32":
+            raise InputError(f"--precision {precision} applies to edgernn checkpoints; a module export is fp32: "
+                             "leave --precision out")
+        r = export_module(user, output, verify=verify, offline=offline, features=features, vocab=vocab, opset=opset,
+                          progress=progress)
+        folder = triton_mod.write_repository(output, triton, **(triton_options or {})) if triton else None
+        return Exported(r.files, r.max_error, r.meta, r.reports, folder)
     raw = checkpoint.read(model_pt, unsafe=unsafe_load, unsafe_hint=True)
     if seq2seq_io.is_seq2seq_checkpoint(raw):
         if triton:
             raise InputError("--triton serves one stateful model; an encoder-decoder is two files: export it without --triton")
         return _export_pair(model_pt, output, opset=opset, verify=verify)
     loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity, unsafe_hint=True)
-    output = Path(output or Path(model_pt).with_suffix(".onnx"))
+    if loaded.kind == "state_dict" and loaded.model.spec.cell == "rnn_tanh" and nonlinearity is None:
+        warnings.warn(f"{model_pt}: a plain RNN's state_dict does not say tanh or relu; assumed tanh: pass "
+                      "--nonlinearity relu if it is, or --module FILE.py:NAME to read it from the model")
     meta = graph.metadata_for(loaded, opset=opset)
     proto = graph.build(loaded.model, meta, opset=opset)
     report = parity.check(loaded.model, proto.SerializeToString(), progress=progress) if verify else None

@@ -9,6 +9,9 @@ time loop (an ONNX Loop whose trip count is the input's length, so time stays dy
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import nn
 
@@ -40,7 +43,6 @@ def run(m: nn.RNNBase, x: torch.Tensor, states: tuple) -> tuple[torch.Tensor, tu
     return y, (tuple(new) if lstm else (new,))
 
 
-@torch.jit.script
 def _proj_layer(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                 b_ih: torch.Tensor, b_hh: torch.Tensor, w_hr: torch.Tensor):
     """One direction of one projected LSTM layer: x (T, N, I), h (N, P), c (N, H) -> (T, N, P), h, c."""
@@ -53,6 +55,14 @@ def _proj_layer(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.T
         h = torch.matmul(torch.sigmoid(o) * torch.tanh(c), w_hr.t())
         ys.append(h)
     return torch.stack(ys, 0), h, c
+
+
+@functools.lru_cache(maxsize=1)
+def _scripted():
+    """_proj_layer scripted (once, when first needed): its loop becomes an ONNX Loop over time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's; the exporter still needs it
+        return torch.jit.script(_proj_layer)
 
 
 def _weights(m: nn.LSTM, layer: int, suffix: str):
@@ -74,7 +84,7 @@ def _projected(m: nn.LSTM, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
         for k, suffix in enumerate(("", "_reverse")[:d]):
             i = layer * d + k
             seq = y.flip(0) if k else y
-            out, h, c = _proj_layer(seq, h0[i], c0[i], *_weights(m, layer, suffix))
+            out, h, c = _scripted()(seq, h0[i], c0[i], *_weights(m, layer, suffix))
             outs.append(out.flip(0) if k else out)
             hs.append(h)
             cs.append(c)

@@ -84,6 +84,10 @@ def _name(path: str, suffix: str) -> str:
     return f"{path}.{suffix}" if path else suffix
 
 
+def _frames(n: int) -> str:
+    return f"{n} frame" + ("" if n == 1 else "s")
+
+
 def conv_plan(conv: nn.Conv1d) -> tuple[str, int, str | None]:
     """(mode, context, reason): how a Conv1d streams, or why it cannot (reason not None)."""
     k, d, s = conv.kernel_size[0], conv.dilation[0], conv.stride[0]
@@ -95,7 +99,7 @@ def conv_plan(conv: nn.Conv1d) -> tuple[str, int, str | None]:
         return ("", 0, None) if pad in (0, "valid") else ("", 0, f"Conv1d of kernel 1 with padding {pad!r} adds "
                                                                   "frames; expected padding 0")
     if pad == "same":
-        return "", ctx, (f"Conv1d with padding='same' (kernel {k}, dilation {d}) reads {ctx // 2} frames ahead; "
+        return "", ctx, (f"Conv1d with padding='same' (kernel {k}, dilation {d}) reads {_frames(ctx // 2)} ahead; "
                          f"expected causal padding: padding={ctx} and drop the last {ctx} outputs, or padding=0 "
                          f"after F.pad(x, ({ctx}, 0))")
     if pad in (0, "valid"):
@@ -105,7 +109,7 @@ def conv_plan(conv: nn.Conv1d) -> tuple[str, int, str | None]:
     if pad == ctx:
         return "trim", ctx, None
     ahead = pad if pad < ctx else pad - ctx
-    return "", ctx, (f"Conv1d with padding {pad} on both sides (kernel {k}, dilation {d}) reads {ahead} frames "
+    return "", ctx, (f"Conv1d with padding {pad} on both sides (kernel {k}, dilation {d}) reads {_frames(ahead)} "
                      f"ahead; expected padding={ctx} with the last {ctx} outputs dropped, or padding=0 after "
                      f"F.pad(x, ({ctx}, 0))")
 
