@@ -180,7 +180,7 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.seqs = Sequences(Runtime(path, threads=1), idle_timeout_s=idle_us / 1e6)
         self._metrics = _Metrics(pb_utils, self.name)
-        self._stop = threading.Event()
+        self._stop, self._dropped = threading.Event(), []
         self._reaper = threading.Thread(target=self._reap, name="edgernn-idle", daemon=True)
         self._reaper.start()
         pb_utils.Logger.log_info(f"edgernn: {self.name} serving {path.name}, idle timeout {idle_us / 1e6:g} s")
@@ -192,22 +192,29 @@ class TritonPythonModel:
             x = pb.get_input_tensor_by_name(req, self.x_name).as_numpy()
             parsed.append(Request(int(_scalar(req, "CORRID", pb)), x[0] if x.ndim and len(x) == 1 else x,
                                   start=bool(_scalar(req, "START", pb)), end=bool(_scalar(req, "END", pb))))
+        self._dropped.extend(n for n in [len(self.seqs.evict())] if n)
         for r, y in zip(parsed, self.seqs.run(parsed)):
             if isinstance(y, Exception):
                 out.append(pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(y))))
             else:
                 out.append(pb.InferenceResponse(output_tensors=[pb.Tensor(self.y_name, np.ascontiguousarray(y[None]))]))
-        self._metrics.update(self.seqs.counts)
+        self._report()
         return out
 
     def _reap(self):
+        """Idle states dropped between calls too. Only pure-Python work happens on this thread: the
+        stub's own calls (log, metrics) are not safe off its main thread, so execute reports them."""
         period = min(1.0, max(0.05, self.seqs.idle_timeout_s / 4))
         while not self._stop.wait(period):
             gone = self.seqs.evict()
             if gone:
-                self.pb.Logger.log_info(f"edgernn: {self.name} dropped {len(gone)} idle sequence state(s); "
-                                        f"live {len(self.seqs)}")
-                self._metrics.update(self.seqs.counts)
+                self._dropped.append(len(gone))
+
+    def _report(self):
+        while self._dropped:
+            n = self._dropped.pop(0)
+            self.pb.Logger.log_info(f"edgernn: {self.name} dropped {n} idle sequence state(s); live {len(self.seqs)}")
+        self._metrics.update(self.seqs.counts)
 
     def finalize(self):
         self._stop.set()

@@ -17,6 +17,7 @@ State lives in the server process: a restarted server starts every sequence from
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -141,7 +142,7 @@ class Server:
 
     def __init__(self, repo, *, grpc_port: int = 8001, http_port: int = 8000, metrics_port: int = 8002,
                  address: str = "127.0.0.1", log_file=None, env: Env | None = None, log_verbose: int = 0,
-                 exit_on_error: bool = False, extra_args=()):
+                 exit_on_error: bool = False, exit_timeout_s: int = 5, extra_args=()):
         self.repo = Path(repo)
         if not self.repo.is_dir():
             raise InputError(f"{self.repo}: no such folder; expected a model repository written by "
@@ -151,6 +152,7 @@ class Server:
         self.address, self.env = address, env
         self.log_file = Path(log_file) if log_file else self.repo.parent / "tritonserver.log"
         self.log_verbose, self.exit_on_error, self.extra_args = int(log_verbose), exit_on_error, list(extra_args)
+        self.exit_timeout_s = int(exit_timeout_s)  # how long a stop waits for live sequences to end
         self.proc: subprocess.Popen | None = None
         self._shim: str | None = None
 
@@ -170,6 +172,7 @@ class Server:
                 f"--http-address={self.address}", f"--http-port={self.http_port}",
                 f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
                 "--allow-gpu-metrics=false", f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
+                f"--exit-timeout-secs={self.exit_timeout_s}",
                 f"--log-file={self.log_file.resolve()}", "--log-info=true", f"--log-verbose={self.log_verbose}",
                 *self.extra_args]
 
@@ -188,27 +191,28 @@ class Server:
         out.pop("VIRTUAL_ENV", None)
         return out
 
-    def start(self, *, timeout: float = 120) -> "Server":
-        """Start the server and wait until every model in the repository is ready."""
+    def start(self, *, timeout: float = 120, wait: str = "ready") -> "Server":
+        """Start the server and wait until every model in the repository is ready (wait="live":
+        until the server answers, whether or not its models loaded; see models())."""
         self.env = self.env or ensure_env()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.write_text("")
         self.proc = subprocess.Popen(self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            self._wait_ready(timeout)
+            self._wait_ready(timeout, f"/v2/health/{wait}")
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, path: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServeError(f"tritonserver exited ({self.proc.returncode}) while starting; its log "
                                  f"{self.log_file} ends:\n{self.log_tail()}")
-            if self._get("/v2/health/ready") == 200:
+            if self._get(path) == 200:
                 return
             time.sleep(0.1)
         raise ServeError(f"tritonserver not ready after {timeout:g} s; its log {self.log_file} ends:\n"
@@ -226,6 +230,12 @@ class Server:
     def model_ready(self, name: str) -> bool:
         return self._get(f"/v2/models/{name}/ready") == 200
 
+    def models(self) -> list:
+        """The repository index: [{"name", "version", "state", "reason"}, ...] (reason: why it failed)."""
+        req = urllib.request.Request(self.http_url + "/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://{self.address}:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
@@ -240,13 +250,13 @@ class Server:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, *, timeout: float = 15) -> int | None:
+    def stop(self, *, timeout: float | None = None) -> int | None:
         """SIGINT (Triton unloads its models and exits), then SIGKILL to the whole process group
         (the python-backend stubs included) if it has not gone after `timeout` seconds."""
         proc, self.proc = self.proc, None
         code = None
         if proc is not None:
-            code = self._signal_and_wait(proc, timeout)
+            code = self._signal_and_wait(proc, self.exit_timeout_s + 10 if timeout is None else timeout)
         if self._shim is not None:
             shutil.rmtree(self._shim, ignore_errors=True)
             self._shim = None
