@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgernn.core.errors import InputError
+from edgernn.core.wording import plural
 
 
 def describe(path, **model) -> dict:
@@ -36,7 +37,7 @@ def _frame_text(sig) -> str:
     if sig.frame_open:
         return (f"size symbolic ({sig.frame_symbol!r}): give --frame N or --window N, "
                 "or the first frame's length fixes it")
-    return f"{sig.frame_shape[0]} values a step" if sig.frame_shape else "one token id a step"
+    return f"{plural(sig.frame_shape[0], 'value')} a step" if sig.frame_shape else "one token id a step"
 
 
 def pairing_lines(rt) -> str:
