@@ -69,6 +69,26 @@ def test_edge_install_runs_models(edge_venv):
     assert r.returncode == 0 and '"go"' in r.stdout, (r.stdout, r.stderr)
 
 
+# -- 2. a plain RNN's nonlinearity is never assumed silently ------------------------------------
+
+def test_a_relu_rnn_state_dict_is_not_exported_as_tanh_silently(tmp_path):
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(3, 8, nonlinearity="relu", batch_first=True)
+    pt = tmp_path / "relu.pt"
+    torch.save({f"rnn.{k}": v for k, v in rnn.state_dict().items()}, pt)
+    r = run_cli("export", pt, "-o", tmp_path / "assumed.onnx")
+    assert r.returncode == 0 and "warning:" in r.stderr and "assumed tanh" in r.stderr, r.stderr
+    r = run_cli("export", pt, "-o", tmp_path / "relu.onnx", "--nonlinearity", "relu")
+    assert r.returncode == 0 and "assumed" not in r.stderr, r.stderr
+    x = torch.randn(1, 20, 3)
+    from edgernn.runtime import Runtime
+
+    y = Runtime(tmp_path / "relu.onnx").offline(x[0].numpy())
+    np.testing.assert_allclose(y, rnn(x)[0][0].detach().numpy(), atol=1e-5)
+    r = run_cli("verify", pt, tmp_path / "relu.onnx")  # the file says relu: verify takes it from there
+    assert r.returncode == 0 and "assumed" not in r.stderr, r.stderr
+
+
 # -- 3. the shipped seq2seq checkpoint ----------------------------------------------------------
 
 def test_info_describes_the_shipped_seq2seq_checkpoint():

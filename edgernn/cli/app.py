@@ -189,7 +189,13 @@ def verify(model_pt, model_onnx, nonlinearity, module_spec, module_kwargs, featu
         click.echo(f"{role} parity ok: max error {report['max_abs_err']:.2e} over lengths {report['lengths']} x "
                    f"batches {report['batches']}")
         return
+    if nonlinearity is None:  # a plain RNN's state_dict cannot say; the file exported from it can
+        cell = ((rt.meta or {}).get("model") or {}).get("cell")
+        nonlinearity = {"rnn_tanh": "tanh", "rnn_relu": "relu"}.get(cell)
     loaded = checkpoint.load(model_pt, nonlinearity=nonlinearity, obj=obj)
+    if loaded.kind == "state_dict" and loaded.model.spec.cell == "rnn_tanh" and nonlinearity is None:
+        warnings.warn(f"{model_pt}: a plain RNN's state_dict does not say tanh or relu, nor does {model_onnx}; "
+                      "assumed tanh: pass --nonlinearity relu if it is")
     matching.check_same_model(loaded.model.spec.to_dict(), rt.meta, pt=model_pt, onnx_path=model_onnx)
     report = _verify(loaded.model, str(model_onnx))
     from edgernn.runtime import lookahead
