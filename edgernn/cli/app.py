@@ -15,7 +15,8 @@ from edgernn.core.errors import EdgeRNNError, ParityError
 
 
 # packages the commands import only when they need them, and the extra that brings each
-EXTRAS = {"torch": "train", "onnx": "train", "matplotlib": "train", "sounddevice": "audio", "tritonclient": "serve"}
+EXTRAS = {"torch": "train", "onnx": "train", "matplotlib": "train", "sounddevice": "audio", "tritonclient": "serve",
+          "grpc": "serve"}
 
 
 def missing_extra(command: str | None, module: str) -> str:
