@@ -220,6 +220,7 @@ class TritonPythonModel:
         self._stop.set()
         self._reaper.join(timeout=5)
         self.seqs.close_all()
+        self._metrics.close()
         c = self.seqs.counts
         self.pb.Logger.log_info(f"edgernn: {self.name} finalized: started {c.started}, ended {c.ended}, "
                                 f"evicted {c.evicted}, live 0")
@@ -244,6 +245,13 @@ class _Metrics:
                           for e in ("started", "ended", "evicted")}
         self._last = {e: 0 for e in self._counters}
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Metrics first, then their families (the other order crashes the stub at exit)."""
+        if self._gauge is not None:
+            with self._lock:
+                self._gauge = self._counters = None
+                self._families = None
 
     def update(self, counts: Counts) -> None:
         if self._gauge is None:
