@@ -263,7 +263,7 @@ def test_a_wrong_file_fails_parity(tmp_path):
 def test_the_module_keeps_its_mode_and_forward(tmp_path):
     model = um.make("CRNN").train()
     export_module(model, tmp_path / "c.onnx", verify=False)
-    assert all(m.training for m in model.modules()) and "forward" not in vars(model.lstm)
+    assert all(m.training for m in model.modules()) and "forward" not in vars(model.lstm) and "_conv_forward" not in vars(model.conv2)
     assert Runtime(tmp_path / "c.onnx").meta["export"]["parity"] is None
 
 
@@ -344,3 +344,18 @@ def test_pickled_module_and_relu_state_dict(tmp_path):
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     with pytest.warns(UserWarning, match="assumed tanh"):
         pipeline.export_checkpoint(tmp_path / "sd.pt", tmp_path / "sd.onnx")
+
+
+def test_the_worked_examples_of_the_docs(tmp_path):
+    """docs/your-own-model.md's three models export with the state names the page shows."""
+    sys.path.insert(0, str(DATA.parent.parent / "docs" / "examples"))
+    import my_models
+
+    torch.manual_seed(0)
+    expected = {"CharModel": ["rnn.h0"], "CRNN": ["front.0.buf0", "front.2.buf0", "lstm.h0", "lstm.c0"],
+                "Stacked": ["encoder.rnn.h0", "decoder.h0", "decoder.c0"]}
+    for name, states in expected.items():
+        r = export_module(getattr(my_models, name)(hidden=16), tmp_path / f"{name}.onnx")
+        assert [s["input"] for s in r.meta["states"]] == states and r.max_error <= TOL
+    with pytest.raises(NotStreamable, match="conv: Conv1d with padding='same'"):
+        export_module(my_models.Centered(hidden=8), tmp_path / "c.onnx")

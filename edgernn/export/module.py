@@ -197,9 +197,26 @@ def trace(p: Plan, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); expected operators ONNX "
                              f"opset {opset} has") from e
     proto = onnx.load_from_string(buf.getvalue())
+    _state_dims(proto, s.states)
     proto.ir_version = min(proto.ir_version, IR_VERSION)
     proto.producer_name, proto.producer_version = "edgernn", __import__("edgernn").__version__
     return proto
+
+
+def _state_dims(proto, states) -> None:
+    """Every state input and output declares its shape: `batch` on its batch axis, sizes elsewhere
+    (the tracer leaves a conv buffer's length symbolic on the output side)."""
+    shapes = {n: s.shape for s in states for n in (s.input, s.output)}
+    for v in (*proto.graph.input, *proto.graph.output):
+        if v.name in shapes:
+            dims = v.type.tensor_type.shape.dim
+            del dims[:]
+            for d in shapes[v.name]:
+                dim = dims.add()
+                if d is None:
+                    dim.dim_param = "batch"
+                else:
+                    dim.dim_value = d
 
 
 def metadata(p: Plan, *, opset: int, labels=None, extra: dict | None = None) -> dict:

@@ -15,8 +15,9 @@ Two causal forms are recognised:
 - "prepadded": padding=0 and the model pads the input on the left with (k-1)*d zeros itself
   (F.pad(x, (L, 0)) or nn.ConstantPad1d): those zeros are replaced by the buffer.
 
-While the patched forwards run (only inside `Streaming.forward`), each layer's own forward is
-replaced on the instance; it is restored afterwards, whatever happens.
+Only inside `Streaming.forward`, each RNN's forward and each Conv1d's `_conv_forward` (so a
+subclass's own forward still runs around it) are replaced on the instance; they are restored
+afterwards, whatever happens.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class Slot:
         if getattr(m, "proj_size", 0):
             d["proj_size"] = m.proj_size
         return d
+
+
+# The method each kind of layer has replaced on its instance: an RNN's whole forward; a Conv1d's
+# _conv_forward, so that a subclass's forward (a trim after the conv, say) still runs around it.
+_PATCHED = {"rnn": "forward", "conv": "_conv_forward"}
 
 
 def _name(path: str, suffix: str) -> str:
@@ -185,12 +191,12 @@ class Streaming(nn.Module):
         """Each slot's forward replaced by its state-threading form, restored on exit."""
         for slot in self.slots:
             slot.calls = 0
-            slot.module.forward = (self._rnn if slot.kind == "rnn" else self._conv)(slot)
+            setattr(slot.module, _PATCHED[slot.kind], (self._rnn if slot.kind == "rnn" else self._conv)(slot))
         try:
             yield
         finally:
             for slot in self.slots:
-                del slot.module.forward
+                delattr(slot.module, _PATCHED[slot.kind])
 
     def _rnn(self, slot: Slot):
         m = slot.module
@@ -211,19 +217,19 @@ class Streaming(nn.Module):
     def _conv(self, slot: Slot):
         m, ctx = slot.module, slot.context
 
-        def forward(u):
+        def forward(u, weight, bias):  # Conv1d._conv_forward: a subclass's own forward still runs around it
             if u.dim() != 3:
                 raise Refusal(slot.path, f"Conv1d got a {u.dim()}-D input; expected (batch, channels, time)")
             slot.calls += 1
             buf = self._feed[slot.states[0].input]
             if slot.mode == "trim":
                 v = torch.cat([buf, u], 2)
-                out = F.conv1d(F.pad(v, (0, ctx)), m.weight, m.bias, 1, 0, m.dilation, m.groups)
+                out = F.conv1d(F.pad(v, (0, ctx)), weight, bias, 1, 0, m.dilation, m.groups)
             else:
                 if not torch.jit.is_tracing() and u.shape[2] >= ctx:
                     slot.pad_seen = max(slot.pad_seen, float(u[:, :, :ctx].abs().max()))
                 v = torch.cat([buf, u[:, :, ctx:]], 2)
-                out = F.conv1d(v, m.weight, m.bias, 1, 0, m.dilation, m.groups)
+                out = F.conv1d(v, weight, bias, 1, 0, m.dilation, m.groups)
             self._new[slot.states[0].output] = v[:, :, -ctx:]
             return out
 
