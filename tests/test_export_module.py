@@ -359,3 +359,31 @@ def test_the_worked_examples_of_the_docs(tmp_path):
         assert [s["input"] for s in r.meta["states"]] == states and r.max_error <= TOL
     with pytest.raises(NotStreamable, match="conv: Conv1d with padding='same'"):
         export_module(my_models.Centered(hidden=8), tmp_path / "c.onnx")
+
+
+def test_verify_checks_a_file_written_by_hand(tmp_path):
+    """Any ONNX file with the module's states, whatever their names, time-major or not."""
+    import warnings
+
+    from edgernn.export.module import verify_file
+
+    model = um.make("MLPLSTM").eval()
+
+    class ByHand(nn.Module):  # what a user writes today: explicit state, time-major, own names
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x, h, c):  # x (T, N, F)
+            y, (h, c) = self.m.lstm(self.m.frame(x.transpose(0, 1)), (h, c))
+            return self.m.head(y).transpose(0, 1), h, c
+
+    args = (torch.randn(7, 2, 6), torch.zeros(1, 2, 16), torch.zeros(1, 2, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ByHand().eval(), args, tmp_path / "hand.onnx", dynamo=False,
+                          input_names=["frames", "state", "cell"], output_names=["out", "state_out", "cell_out"],
+                          dynamic_axes={"frames": {0: "time", 1: "batch"}, "out": {0: "time", 1: "batch"},
+                                        **{k: {1: "batch"} for k in ("state", "cell", "state_out", "cell_out")}})
+    report, _ = verify_file(model, str(tmp_path / "hand.onnx"))
+    assert report["ok"] and report["steps"] == 500

@@ -20,6 +20,7 @@ import torch
 from edgernn.core.errors import ParityError
 from edgernn.export.parity import BATCHES, LENGTHS, STEPS, TOLERANCE
 from edgernn.export.streamify import Streaming, first_tensor
+from edgernn.runtime import signature
 from edgernn.runtime.native import open_session
 
 
@@ -62,22 +63,54 @@ def _random_states(stream: Streaming, n: int, rng) -> list[np.ndarray]:
     return [(0.5 * rng.standard_normal(s.zeros(n).shape)).astype(np.float32) for s in stream.states]
 
 
+class Binding:
+    """A file's inputs and outputs matched to the streaming form's: by name when the file is ours,
+    else each state in turn to the file's next state pair of the same shape (the pairs from its
+    metadata or its names, as the runtime reads them), in the file's own frame layout."""
+
+    def __init__(self, sess, stream: Streaming, source: str = "the ONNX model"):
+        self.sess = sess
+        sig, _ = signature.from_session(sess, source=source, require_constants=False)
+        self.sig = sig
+        free = list(sig.states)
+        self.pairs = []
+        for ours in stream.states:
+            same = [p for p in free if p.input == ours.input] or \
+                   [p for p in free if p.batch_axis == ours.batch_axis and p.shape == ours.shape]
+            if not same:
+                raise ParityError(f"{source} has no state like {ours.input} {list(ours.meta()['shape'])} "
+                                  f"(its states: {[(p.input, list(p.shape)) for p in sig.states]}); expected the file "
+                                  "exported from this module")
+            free.remove(same[0])
+            self.pairs.append(same[0])
+        if free:
+            raise ParityError(f"{source} has states {[p.input for p in free]} this module does not; expected the file "
+                              "exported from this module")
+
+    def run(self, x: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
+        """x (N, T, ...) and the states in the stream's order -> [y (N, T, ...), new states...]."""
+        feed = dict(self.sig.constants)
+        feed[self.sig.x] = self.sig.call_x(x.astype(self.sig.dtype, copy=False))
+        feed.update({p.input: v for p, v in zip(self.pairs, states)})
+        out = self.sess.run([self.sig.y] + [p.output for p in self.pairs], feed)
+        return [self.sig.canon_y(out[0])] + list(out[1:])
+
+
 def verify(stream: Streaming, onnx_model, inp: Input, *, readout: str = "every", offline: bool = False,
            seed: int = 0, lengths=LENGTHS, batches=BATCHES, steps: int = STEPS,
            progress: Callable[[int, int], None] | None = None) -> dict:
     """Compare the file with the module; returns a report whose 'ok' says whether it passed."""
-    sess = open_session(onnx_model)
-    names, outs = ["x"] + stream.inputs, ["y"] + stream.outputs
+    sess = Binding(open_session(onnx_model), stream)
     rng = np.random.default_rng(seed)
     cases, total, done = [], len(lengths) * len(batches) + (0 if offline else 1), 0
     for t in lengths:
         for n in batches:
             x = inp.random(n, t, rng)
             zeros = [s.zeros(n).numpy() for s in stream.states]
-            plain = err(module_y(stream, x), sess.run(["y"], dict(zip(names, [x, *zeros])))[0])
+            plain = err(module_y(stream, x), sess.run(x, zeros)[0])
             states = _random_states(stream, n, rng)
             ref = _stream(stream, x, states)
-            got = sess.run(outs, dict(zip(names, [x, *states])))
+            got = sess.run(x, states)
             cases.append({"length": t, "batch": n, "err": max(plain, *(err(r, g) for r, g in zip(ref, got)))})
             done += 1
             if progress:
@@ -96,15 +129,14 @@ def verify(stream: Streaming, onnx_model, inp: Input, *, readout: str = "every",
     return report
 
 
-def _step_parity(stream: Streaming, sess, inp: Input, readout: str, steps: int, rng) -> float:
+def _step_parity(stream: Streaming, sess: Binding, inp: Input, readout: str, steps: int, rng) -> float:
     """`steps` single frames with all states carried vs the module over the whole sequence, batch 2."""
     x = inp.random(2, steps, rng)
-    names, outs = ["x"] + stream.inputs, ["y"] + stream.outputs
     whole = module_y(stream, x)
     final = _stream(stream, x, [s.zeros(2).numpy() for s in stream.states])[1:]
     cur, ys = [s.zeros(2).numpy() for s in stream.states], []
     for t in range(steps):
-        res = sess.run(outs, dict(zip(names, [x[:, t:t + 1], *cur])))
+        res = sess.run(x[:, t:t + 1], cur)
         ys.append(res[0])
         cur = res[1:]
     got = np.concatenate(ys, axis=1) if readout == "every" else ys[-1]
@@ -115,6 +147,8 @@ def check(stream: Streaming, onnx_model, inp: Input, **kw) -> dict:
     """`verify`, raising ParityError (with the report) when the file is not this module."""
     try:
         report = verify(stream, onnx_model, inp, **kw)
+    except ParityError:
+        raise
     except Exception as e:  # onnxruntime refusing the inputs means the file is not this model
         raise ParityError(f"the ONNX model does not accept this module's inputs ({str(e).splitlines()[0][:200]}); "
                           "expected the file exported from this module") from e
