@@ -8,6 +8,7 @@ One server serves the whole module."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from edgernn.serve import triton  # noqa: E402
 from edgernn.serve.client import Remote, RemoteError  # noqa: E402
 
 IDLE_S = 1.0  # the "short" model's idle timeout
+KWS = ROOT / "models" / "kws.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,7 @@ def models(tmp_path_factory):
     _, _, gru = export_tiny(d, "short", 1, cell="gru")
     triton.write_repository(lstm, d / "repo", backend="python")
     triton.write_repository(gru, d / "repo", backend="python", idle_timeout_s=IDLE_S)
+    triton.write_repository(KWS, d / "repo", backend="python")  # a classifier with a log-mel front end
     return d, {"lstm2": Runtime(lstm), "short": Runtime(gru)}
 
 
@@ -119,6 +122,27 @@ def test_stream_cli_over_grpc_prints_the_lines_of_local_streaming(srv, models, t
     assert chunked.stdout == local.stdout
     bad = run_cli("stream", "--model", f"grpc://{srv.grpc_url}/nosuch", "--input", frames, torch_free=True)
     assert bad.returncode == 2 and "no such model" in bad.stderr and "lstm2" in bad.stderr
+
+
+def test_stream_cli_over_grpc_a_wav_file_through_the_models_front_end(srv):
+    wav = ROOT / "models" / "samples" / "yes.wav"
+    local = run_cli("stream", "--model", KWS, "--input", wav, torch_free=True)
+    remote = run_cli("stream", "--model", f"grpc://{srv.grpc_url}/kws", "--input", wav, torch_free=True)
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout and '"label": "yes"' in remote.stdout.splitlines()[-1]
+    refused = run_cli("stream", "--model", f"grpc://{srv.grpc_url}/kws", "--input", wav, "--events", torch_free=True)
+    assert refused.returncode == 2 and "--events needs the model file" in refused.stderr
+
+
+def test_plain_tritonclient_example_prints_the_lines_of_local_streaming(srv, models, tmp_path):
+    d, _ = models
+    x = _frames(7, 1, 9)[0]
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "triton_client.py"), f"grpc://{srv.grpc_url}/lstm2",
+                        str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = np.array([json.loads(line)["y"] for line in r.stdout.splitlines()])
+    np.testing.assert_allclose(got, models[1]["lstm2"].stream().feed(x), atol=1e-6)
 
 
 def test_restart_of_a_sequence_starts_it_from_zero(srv, models):

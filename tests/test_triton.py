@@ -4,6 +4,7 @@ equal to the exported one, state pairs named right (two-state LSTM), atomic layo
 from __future__ import annotations
 
 import importlib.util
+import json
 import stat
 import sys
 from pathlib import Path
@@ -260,3 +261,45 @@ def test_cli_export_writes_the_repository(tiny_export, tmp_path):
     cfg = _parse((tmp_path / "repo" / "cli" / "config.pbtxt").read_text())
     assert {s.input_name: s.output_name for s in cfg.sequence_batching.state} == {"h0": "hn", "c0": "cn"}
     assert (tmp_path / "repo" / "cli" / "1" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("cell,vocab", [("lstm", 0), ("gru", 11)])
+def test_python_backend_repository_parses_with_tritons_schema(tiny_export, tmp_path, cell, vocab):
+    """--triton-backend python: the exported file as is, model.py importing edgernn's model, the
+    sequence batcher with its controls and no implicit state, the metadata for clients."""
+    kw = {"vocab": vocab, "embed": 4, "outputs": vocab, "task": "lm"} if vocab else {}
+    _, _, path = tiny_export(cell=cell, layers=2, **kw)
+    repo = triton.write_repository(path, tmp_path / "repo", name="py", backend="python", idle_timeout_s=5,
+                                   max_batch_size=16)
+    cfg = _parse((repo / "config.pbtxt").read_text())
+    assert cfg.name == "py" and cfg.backend == "python" and cfg.max_batch_size == 16
+    x = cfg.input[0]
+    assert (x.name, _name(x, "data_type"), list(x.dims)) == (("x", "TYPE_INT64", [-1]) if vocab else
+                                                             ("x", "TYPE_FP32", [-1, 3]))
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("y", [-1, vocab or 2])]
+    sb = cfg.sequence_batching
+    assert sb.WhichOneof("strategy_choice") == "oldest" and list(sb.oldest.preferred_batch_size) == [16]
+    assert sb.max_sequence_idle_microseconds == 5_000_000 and len(sb.state) == 0
+    assert {c.name for c in sb.control_input} == {"START", "END", "READY", "CORRID"}
+    assert [_name(g, "kind") for g in cfg.instance_group] == ["KIND_CPU"]
+    assert json.loads(cfg.parameters["edgernn"].string_value) == _meta(path)
+    assert (repo / "1" / "model.onnx").read_bytes() == path.read_bytes()
+    assert "from edgernn.serve.python_model import TritonPythonModel" in (repo / "1" / "model.py").read_text()
+
+
+def test_python_backend_refuses_a_gpu_and_an_unknown_backend(tiny_export, tmp_path):
+    _, _, path = tiny_export()
+    with pytest.raises(InputError, match="--triton-backend onnxruntime"):
+        triton.write_repository(path, tmp_path / "repo", backend="python", kind="gpu")
+    with pytest.raises(InputError, match="onnxruntime, python"):
+        triton.write_repository(path, tmp_path / "repo", backend="tensorflow")
+    assert not (tmp_path / "repo" / path.stem).exists()
+
+
+def test_cli_export_writes_the_python_backend_repository(tiny_export, tmp_path):
+    _, pt, _ = tiny_export()
+    r = run_cli("export", pt, "-o", tmp_path / "cli.onnx", "--triton", tmp_path / "repo", "--triton-backend",
+                "python", "--no-verify")
+    assert r.returncode == 0, r.stderr
+    assert "(Triton model repository: config.pbtxt, 1/model.py, 1/model.onnx)" in r.stdout
+    assert _parse((tmp_path / "repo" / "cli" / "config.pbtxt").read_text()).backend == "python"

@@ -37,7 +37,8 @@ def serve(repo, grpc_port, http_port, metrics_port, address, log_file, env_dir, 
     srv = server_mod.Server(repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
                             address=address, log_file=log_file, env=env)
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_stop) if main else None
+    # SIGINT too: a server started in the background of a script inherits SIGINT ignored
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         srv.start(timeout=timeout)
         models = sorted(p.name for p in srv.repo.iterdir() if (p / "config.pbtxt").is_file())
@@ -49,10 +50,10 @@ def serve(repo, grpc_port, http_port, metrics_port, address, log_file, env_dir, 
         srv.proc.wait()
         raise server_mod.ServeError(f"tritonserver exited ({srv.proc.returncode}); its log {srv.log_file} "
                                     f"ends:\n{srv.log_tail()}")
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, _Stop):  # Ctrl-C, SIGINT, SIGTERM
         code = srv.stop()
         click.echo(f"stopped (tritonserver exit status {code})", err=True)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         srv.stop()

@@ -131,6 +131,17 @@ def _install_stub(env: Env) -> None:
     shutil.copy2(src, dest)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM (Triton's clean stop) when the process that started it dies,
+    so that a killed `edgernn serve` or test run leaves no server behind (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,7 +197,7 @@ class Server:
         if self._shim is None:
             self._shim = tempfile.mkdtemp(prefix="edgernn-serve-")
             os.symlink(Path(__file__).resolve().parents[1], Path(self._shim) / "edgernn")
-        out["PYTHONPATH"] = self._shim
+        out["PYTHONPATH"] = out["EDGERNN_SERVE_PATH"] = self._shim  # model.py reads the second
         out.pop("PYTHONHOME", None)
         out.pop("VIRTUAL_ENV", None)
         return out
@@ -198,7 +209,8 @@ class Server:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.write_text("")
         self.proc = subprocess.Popen(self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         try:
             self._wait_ready(timeout, f"/v2/health/{wait}")
         except BaseException:
@@ -214,9 +226,21 @@ class Server:
                                  f"{self.log_file} ends:\n{self.log_tail()}")
             if self._get(path) == 200:
                 return
+            if path.endswith("/ready") and self._get("/v2/health/live") == 200:
+                self._raise_failed()  # live but not ready: the models are loaded or failed by now
             time.sleep(0.1)
         raise ServeError(f"tritonserver not ready after {timeout:g} s; its log {self.log_file} ends:\n"
                          f"{self.log_tail()}")
+
+    def _raise_failed(self) -> None:
+        try:
+            failed = [m for m in self.models() if m.get("state") != "READY" and (m.get("reason") or "state" not in m)]
+        except (urllib.error.URLError, OSError, ValueError):
+            return
+        if failed:
+            why = "; ".join(f"{m['name']}: {m.get('reason') or 'not loaded (see the log)'}" for m in failed)
+            raise ServeError(f"the server started but {len(failed)} model(s) failed to load: {why} "
+                             f"(log: {self.log_file})")
 
     def _get(self, path: str) -> int | None:
         try:

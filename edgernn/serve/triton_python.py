@@ -22,7 +22,16 @@ import json
 from edgernn.core.errors import InputError
 
 MODEL_PY = '''"""Triton python-backend entry point written by edgernn: see edgernn.serve.python_model."""
-from edgernn.serve.python_model import TritonPythonModel  # noqa: F401
+import os
+import sys
+
+# `edgernn serve` names the folder holding edgernn here (the stub's Python ignores PYTHONPATH);
+# on another Triton, edgernn is installed in the server's Python and this is unset.
+_path = os.environ.get("EDGERNN_SERVE_PATH")
+if _path and _path not in sys.path:
+    sys.path.insert(0, _path)
+
+from edgernn.serve.python_model import TritonPythonModel  # noqa: E402,F401
 '''
 
 
