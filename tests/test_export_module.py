@@ -387,3 +387,20 @@ def test_verify_checks_a_file_written_by_hand(tmp_path):
                                         **{k: {1: "batch"} for k in ("state", "cell", "state_out", "cell_out")}})
     report, _ = verify_file(model, str(tmp_path / "hand.onnx"))
     assert report["ok"] and report["steps"] == 500
+
+
+def test_a_forward_that_returns_its_state_and_an_example(tmp_path):
+    class Returns(nn.Module):  # time-major, returns (y, h) as many user models do
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.GRU(4, 8, num_layers=2)
+            self.classifier = nn.Linear(8, 6)
+
+        def forward(self, x, h=None):  # x (L, N, F)
+            out, h = self.encoder(x, h)
+            return self.classifier(out), h
+
+    torch.manual_seed(0)
+    r = export_module(Returns(), tmp_path / "r.onnx", example=torch.randn(5, 2, 4))
+    assert r.meta["model"]["layout"] == "tbf" and r.meta["input"]["features"] == 4 and r.max_error <= TOL
+    assert [s["shape"] for s in r.meta["states"]] == [[2, "batch", 8]]
