@@ -210,6 +210,7 @@ class Server:
         self.log_file.write_text("")
         self.proc = subprocess.Popen(self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+                                     cwd=self.log_file.parent,  # not the caller's folder: nothing found by accident
                                      preexec_fn=_die_with_parent)
         try:
             self._wait_ready(timeout, f"/v2/health/{wait}")
