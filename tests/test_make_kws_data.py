@@ -1,4 +1,4 @@
-"""tools/make_kws_data.py: layout, WAV format, speaker split, determinism, errors, resampler."""
+"""tools/make_kws_data.py: layout, WAV format, three-way speaker split, engines, determinism, errors, resampler."""
 
 import importlib.util
 import re
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_kws_data.py"
-TINY = ["--per-class", "3", "--words", "yes,no"]  # 4 classes x 3 clips: about a second
+TINY = ["--per-class", "3", "--words", "yes,no", "--engines", "espeak"]  # 4 classes x 3 clips: about a second
 
 
 def load_tool():
@@ -81,12 +81,81 @@ def test_validation_speakers_are_held_out(tiny):
     assert {p.split("/")[0] for p in held_out} == {"_silence_", "_unknown_", "yes", "no"}
 
 
+def test_three_way_split(tiny):
+    val = set((tiny / "validation_list.txt").read_text().split())
+    test = set((tiny / "testing_list.txt").read_text().split())
+    train = set(wav_files(tiny)) - val - test
+    assert val and test and train and not val & test
+    groups = [set(map(speaker_of, g)) for g in (train, val, test)]
+    assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
+    assert {p.split("/")[0] for p in test} == {"_silence_", "_unknown_", "yes", "no"}
+
+
+def test_every_espeak_variant_is_a_speaker():
+    need_espeak()
+    speakers = kws.espeak_speakers(kws.find_espeak())
+    variants = {s.variant for s in speakers}
+    assert {"", "m3", "f1", "whisper", "klatt", "Storm"} <= variants and len(variants) > 50
+    assert {s.voice for s in speakers} <= set(kws.VOICES)
+
+
+def need(engine):
+    exes, _ = kws.find_engines([engine])
+    try:
+        kws.engine_speakers(engine, exes)
+    except kws.ToolError as e:
+        pytest.skip(str(e))
+
+
+def test_festival_and_unseen_flite(tmp_path):
+    need_espeak(), need("festival"), need("flite")
+    out = tmp_path / "multi"
+    args = ["--per-class", "4", "--words", "go", "--engines", "espeak,festival", "--unseen", "flite",
+            "--unseen-per-class", "2", "--seed", "3"]
+    assert kws.main([str(out), *args]) == 0
+    files = set(wav_files(out))
+    test = set((out / "testing_list.txt").read_text().split())
+    fest = {p for p in files if speaker_of(p).startswith("fest-")}
+    flite = {p for p in files if speaker_of(p).startswith("flite-")}
+    assert fest and flite <= test and len(flite) == 3 * 2  # 3 classes x 2 clips, all test
+    assert re.fullmatch(r"fest-k[ae][ld]_f\d+", speaker_of(sorted(fest)[0]))
+    for p in fest | flite:
+        if p.startswith("go/"):
+            _, x = read_wav(out / p)
+            assert np.abs(x).max() > 0.02, p
+    readme = (out / "README.txt").read_text()
+    assert "festival:" in readme and "flite:" in readme and "go festival" in readme
+
+
+def test_missing_engine_is_one_line(tmp_path, monkeypatch, capsys):
+    need_espeak()
+    real = shutil.which
+    monkeypatch.setattr(kws.shutil, "which", lambda name: None if name == "flite" else real(name))
+    assert kws.main([str(tmp_path / "out"), *TINY, "--unseen", "flite"]) == 2
+    assert capsys.readouterr().err.strip() == "make_kws_data: error: " + kws.MISSING["flite"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_render_ends_some_clips_in_digital_silence():
+    need_espeak()
+    synth = kws.Synth({"espeak": kws.find_espeak()})
+    speaker = kws.Speaker("en-us", "m3")
+    tails = []
+    for i in range(24):
+        clip = kws.Clip("yes", "yes", speaker, i, (11, i), "train")
+        x = kws.render(synth, clip)
+        assert len(x) == kws.CLIP_SAMPLES and np.isfinite(x).all()
+        tails.append(np.count_nonzero(x[-800:]) == 0)
+        assert np.array_equal(x, kws.render(synth, clip))  # a pure function of the seed
+    assert 0 < sum(tails) < 24
+
+
 def test_keyword_clips_are_not_silent(tiny):
     for label in ["yes", "no", "_unknown_"]:
         for path in (tiny / label).glob("*.wav"):
             _, x = read_wav(path)
             frames = np.sqrt(np.mean(x.reshape(100, 160) ** 2, axis=1))  # 10 ms RMS
-            assert np.abs(x).max() > 0.05, f"{path} peaks at {np.abs(x).max():.4f}"
+            assert np.abs(x).max() > 0.025, f"{path} peaks at {np.abs(x).max():.4f}"  # peaks from -30 dBFS
             quiet = np.percentile(frames, 10)  # a word lasts at most 0.9 s
             assert frames.max() > 3 * quiet, f"{path}: no word stands out of the noise"
 

@@ -1,23 +1,39 @@
-"""Synthesise a small keyword-spotting data set offline with espeak-ng.
+"""Synthesise a keyword-spotting data set offline from several speech engines, with augmentation.
 
     python tools/make_kws_data.py OUT_DIR [--per-class N] [--seed S] [--jobs J]
-                                  [--val-voices NAME ...] [--val-fraction F] [--force]
+                                  [--engines espeak,festival] [--unseen festival-hts,flite]
+                                  [--unseen-per-class M] [--val-fraction F] [--test-fraction F]
+                                  [--val-voices NAME ...] [--force]
 
 The layout follows Google Speech Commands, so the usual loaders read it unchanged:
 
     OUT_DIR/<class>/<speaker>_nohash_<n>.wav   16 kHz, mono, 16-bit PCM, exactly 1.0 s
-    OUT_DIR/validation_list.txt                held-out files, relative to OUT_DIR
+    OUT_DIR/validation_list.txt                validation speakers' files (checkpoint choice)
+    OUT_DIR/testing_list.txt                   test speakers' files (reported once, never used to choose)
     OUT_DIR/classes.txt  OUT_DIR/README.txt    class order; how the set was made
 
-A speaker is one espeak-ng (voice, variant) pair, e.g. `en-us+m3`, written `en-us_m3` in file
-names. Validation speakers never appear in training, and every class (`_silence_` too) is split
-in the same proportion. Each clip is its own espeak-ng call with a random speed and pitch; the
-word is trimmed, resampled 22050 -> 16000 Hz with a windowed-sinc filter, placed at a random
-offset with a random gain, and mixed with white/pink/brown noise (sometimes mains hum).
-The same seed gives byte-identical WAV files, whatever --jobs is.
+Engines (all Debian packages; none ships real recordings of these words, so there are none here):
+- `espeak`: espeak-ng, every English voice x every variant it lists (robots and whispers too),
+  one call per clip at a random speed (-s) and pitch (-p). Speaker `en-us_m3`.
+- `festival`: Festival's diphone voices kal and ked (festvox-kallpc16k, festvox-kdlpc16k), each
+  at several target F0 means (variants `f70` ... `f230`); duration stretch drawn per clip.
+  Speaker `fest-kal_f110`.
+- `festival-hts`: Festival's HTS voice cmu_us_slt_arctic_hts (festvox-us-slt-hts), pitch moved
+  by -4..+4 semitones in numpy (variants `pm4` ... `pp4`). Speaker `hts-slt_p0`.
+- `flite`: Flite's voices kal, kal16, awb, rms, slt, at several F0 targets. Speaker `flite-rms_f100`.
 
-Default size (300 clips x 12 classes = 3600 clips, 113 MB): 52-56 s wall on 2 cores (Debian 12,
-espeak-ng 1.51), about 15 ms of espeak-ng and numpy per clip.
+A speaker is one (engine, voice, variant). Speakers of the `--engines` are split three ways per
+engine by a seeded permutation (train / validation / test, --val-fraction and --test-fraction);
+every speaker of the `--unseen` engines is test only, so the test also measures engines the
+training data never used. Every class, `_silence_` too, is split in the same proportions.
+
+Each clip: the word from its engine, trimmed, then (edgernn/audio/augment.py, numpy) speed and
+pitch perturbation, tempo, a random offset, a simulated room (image-source impulse response) on
+some clips, a device response (telephone, small microphone, laptop, dull) on some, a random
+gain, white/pink/brown/blue/violet noise at 5-40 dB SNR (mains hum on some), and on some clips a
+digitally silent end (exact zeros after the word). `_silence_` clips are noise of every colour
+and level, some with a digitally silent stretch or wholly zero. The same seed gives
+byte-identical WAV files, whatever --jobs is.
 """
 
 from __future__ import annotations
@@ -33,16 +49,19 @@ import sys
 import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import cycle, islice
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # edgernn.audio from a checkout
+from edgernn.audio import augment  # noqa: E402  (numpy only: no torch)
+
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # 1.0 s clips
-MAX_WORD_SAMPLES = int(0.9 * SAMPLE_RATE)  # longer words are re-spoken faster, never cut
+MAX_WORD_SAMPLES = int(0.9 * SAMPLE_RATE)  # longer words are sped up, never cut
 FRAME = SAMPLE_RATE // 100  # 10 ms, for silence trimming
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -53,28 +72,41 @@ UNKNOWN_WORDS = (
     "learn", "follow", "forward", "backward", "visual", "music", "water", "table", "green",
     "paper", "orange", "yellow", "window", "apple", "garden", "river", "monkey", "pencil",
     "doctor", "tiger",
+    # near misses of the keywords (no homophones: "know" would be "no")
+    "yet", "yeah", "low", "so", "toe", "goal", "gold", "load", "light", "bright", "ride",
+    "lift", "loft", "top", "stock", "step", "shop", "cup", "town", "dawn", "own", "hello",
 )  # fmt: skip
-# English accents shipped with espeak-ng 1.51 (mbrola voices need extra packages: left out).
+# espeak-ng's English accents (mbrola voices need the mbrola program: left out).
 VOICES = (
     "en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
     "en-029", "en-us-nyc",
 )  # fmt: skip
-# Human-sounding variants ("" = the voice's own); robots, long echoes and whispers left out.
-VARIANTS = (
-    "", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "klatt", "klatt2",
-    "klatt3", "Andy", "Annie", "Denis", "Mike", "belinda", "grandpa", "linda", "steph",
-    "travis", "quincy", "robert",
-)  # fmt: skip
+FESTIVAL_VOICES = {"kal": "kal_diphone", "ked": "ked_diphone"}
+HTS_VOICES = {"slt": "cmu_us_slt_arctic_hts"}
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+FESTIVAL_F0 = (70, 85, 100, 115, 130, 150, 175, 200, 230)  # target F0 means, Hz
+FLITE_F0 = (80, 100, 130, 170, 210)
+HTS_SEMITONES = (-4, -2, 0, 2, 4)
+STRETCH = (0.8, 0.9, 1.0, 1.15, 1.3)  # Festival/Flite duration stretch, one drawn per clip
+ENGINES = ("espeak", "festival", "festival-hts", "flite")
+ENGINE_SHARE = {"espeak": 0.65, "festival": 0.35, "festival-hts": 0.35, "flite": 0.35}
 
-SPEED_WPM = (120, 220)  # espeak-ng -s
-PITCH = (20, 80)  # espeak-ng -p
-PEAK_DBFS = (-24.0, -1.0)  # word peak after gain
-SNR_DB = (10.0, 40.0)  # word RMS over noise RMS
-HUM_PROBABILITY = 0.25
+SPEED_WPM = (110, 240)  # espeak-ng -s
+PITCH = (10, 90)  # espeak-ng -p
+SPEED_PERTURB = (0.85, 1.15)  # resampling: tempo and pitch together
+PITCH_SEMITONES = (-3.0, 3.0)
+TEMPO = (0.8, 1.25)
+PEAK_DBFS = (-30.0, -1.0)  # clip peak after gain
+SNR_DB = (5.0, 40.0)  # word RMS over noise RMS
+P = {"speed": 0.5, "pitch": 0.5, "tempo": 0.3, "room": 0.4, "channel": 0.5, "hum": 0.25,
+     "silent_end": 0.25, "silent_all": 0.05}
+RT60 = (0.15, 0.9)
 HUM_BELOW_WORD_DB = (25.0, 45.0)
 SILENCE_DBFS = (-96.0, -25.0)  # down to below one LSB: near-digital silence
-NOISE_SLOPES = {"white": 0.0, "pink": 0.5, "brown": 1.0}  # amplitude ~ f ** -slope
 ESPEAK_MISSING = "espeak-ng not found; install it with apt-get install espeak-ng"
+MISSING = {"festival": "festival or its voices not found; apt-get install festival festvox-kallpc16k festvox-kdlpc16k",
+           "festival-hts": "festival's HTS voice not found; apt-get install festival festvox-us-slt-hts",
+           "flite": "flite not found; apt-get install flite"}
 
 
 class ToolError(Exception):
@@ -83,16 +115,21 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class Speaker:
-    voice: str  # espeak-ng voice, e.g. "en-us"
-    variant: str  # espeak-ng variant, e.g. "m3"; "" for the voice's own
+    voice: str  # espeak-ng voice (en-us), or the engine's voice name (kal, slt, rms)
+    variant: str  # espeak-ng variant ("" = the voice's own), or f<Hz> / p<semitones>
+    engine: str = "espeak"
 
     @property
-    def spec(self) -> str:  # what espeak-ng -v takes
-        return f"{self.voice}+{self.variant}" if self.variant else self.voice
+    def spec(self) -> str:  # espeak-ng -v; engine:voice+variant for the others
+        if self.engine == "espeak":
+            return f"{self.voice}+{self.variant}" if self.variant else self.voice
+        return f"{self.engine}:{self.voice}+{self.variant}"
 
     @property
     def id(self) -> str:  # safe in a file name, and free of "_nohash_"
-        return re.sub(r"[^A-Za-z0-9-]", "_", self.spec.replace("+", "_"))
+        prefix = {"espeak": "", "festival": "fest-", "festival-hts": "hts-", "flite": "flite-"}[self.engine]
+        name = f"{self.voice}_{self.variant}" if self.variant else self.voice
+        return prefix + re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
 @dataclass(frozen=True)
@@ -102,11 +139,19 @@ class Clip:
     speaker: Speaker
     number: int  # n in <speaker>_nohash_<n>.wav, counted per (class, speaker)
     seed: tuple[int, ...]  # everything random about this clip derives from it
-    validation: bool
+    split: str  # "train", "validation" or "test"
 
     @property
     def relpath(self) -> str:
         return f"{self.label}/{self.speaker.id}_nohash_{self.number}.wav"
+
+    @property
+    def validation(self) -> bool:
+        return self.split == "validation"
+
+    @property
+    def stretch(self) -> float:  # drawn apart from the rest: Festival speaks every word first
+        return float(np.random.default_rng((*self.seed, 1)).choice(STRETCH))
 
 
 def find_espeak() -> str:
@@ -116,53 +161,150 @@ def find_espeak() -> str:
     return exe
 
 
-def espeak_version(exe: str) -> str:
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    return out.split("Data at")[0].strip() or "unknown"
+def tool_version(exe: str, *args: str) -> str:
+    r = subprocess.run([exe, *args], capture_output=True, text=True)
+    out = (r.stdout or r.stderr).split("Data at")[0].strip()
+    return out.splitlines()[0] if out else "unknown"
 
 
-def installed_speakers(exe: str) -> list[Speaker]:
-    """VOICES x VARIANTS, less whatever this espeak-ng install lacks."""
+def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, timeout=600, **kw)
+    if result.returncode != 0:
+        reason = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+        raise ToolError(f"{what} failed: {reason[-1]}")
+    return result
+
+
+def espeak_speakers(exe: str) -> list[Speaker]:
+    """VOICES x every variant this espeak-ng lists, less the voices it lacks."""
     listing = subprocess.run([exe, "--voices"], capture_output=True, text=True).stdout
     voices = {line.split()[1] for line in listing.splitlines()[1:] if line.split()}
     listing = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True).stdout
-    variants = {t[3:] for t in listing.split() if t.startswith("!v/")} | {""}
-    missing = sorted(set(VOICES) - voices) + sorted(set(VARIANTS) - variants)
+    variants = [""] + sorted({t[3:] for t in listing.split() if t.startswith("!v/")})
+    missing = sorted(set(VOICES) - voices)
     if missing:
-        note = f"make_kws_data: note: this espeak-ng lacks {', '.join(missing)}; skipping them"
-        print(note, file=sys.stderr)
-    speakers = [Speaker(v, x) for v in VOICES if v in voices for x in VARIANTS if x in variants]
+        print(f"make_kws_data: note: this espeak-ng lacks {', '.join(missing)}; skipping them", file=sys.stderr)
+    speakers = [Speaker(v, x) for v in VOICES if v in voices for x in variants]
     if not speakers:
         raise ToolError(f"espeak-ng at {exe} has none of the English voices {', '.join(VOICES)}")
     return speakers
 
 
+def _festival_dirs() -> set[str]:
+    return {p.name for p in Path("/usr/share/festival/voices").glob("*/*") if p.is_dir()}
+
+
+def engine_speakers(engine: str, exes: dict) -> list[Speaker]:
+    if engine == "espeak":
+        return espeak_speakers(exes["espeak"])
+    if engine in ("festival", "festival-hts"):
+        table = FESTIVAL_VOICES if engine == "festival" else HTS_VOICES
+        voices = [v for v, d in table.items() if d in _festival_dirs()]
+        if not exes.get("festival") or not voices:
+            raise ToolError(MISSING[engine])
+        if engine == "festival":
+            return [Speaker(v, f"f{f0}", engine) for v in voices for f0 in FESTIVAL_F0]
+        return [Speaker(v, f"p{'m' if s < 0 else 'p' if s > 0 else ''}{abs(s)}", engine) for v in voices for s in HTS_SEMITONES]
+    if engine == "flite":
+        if not exes.get("flite"):
+            raise ToolError(MISSING[engine])
+        listed = subprocess.run([exes["flite"], "-lv"], capture_output=True, text=True).stdout.split()
+        return [Speaker(v, f"f{f0}", engine) for v in FLITE_VOICES if v in listed for f0 in FLITE_F0]
+    raise ToolError(f"engine {engine!r}; expected one of {', '.join(ENGINES)}")
+
+
 def parse_wav(data: bytes) -> tuple[int, np.ndarray]:
-    """(rate, float samples) from espeak-ng's --stdout WAV, whose sizes are placeholders."""
+    """(rate, float samples) from a 16-bit WAV; espeak-ng's --stdout sizes are placeholders."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ToolError(f"espeak-ng wrote {len(data)} bytes that are not a WAV file")
+        raise ToolError(f"the engine wrote {len(data)} bytes that are not a WAV file")
     pos, rate = 12, 0
     while pos + 8 <= len(data):
-        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-        body = data[pos + 8 : pos + 8 + size]
+        chunk, size = data[pos: pos + 4], int.from_bytes(data[pos + 4: pos + 8], "little")
+        body = data[pos + 8: pos + 8 + size]
         if chunk == b"fmt ":
             rate = int.from_bytes(body[4:8], "little")
         elif chunk == b"data":
             pcm = body[: len(body) // 2 * 2]
             return rate, np.frombuffer(pcm, "<i2").astype(np.float64) / 32768.0
         pos += 8 + size + (size & 1)
-    raise ToolError("espeak-ng wrote a WAV file without a data chunk")
+    raise ToolError("the engine wrote a WAV file without a data chunk")
 
 
 def speak(exe: str, word: str, speaker: Speaker, *, speed: int, pitch: int) -> np.ndarray:
-    """The word at SAMPLE_RATE, as float samples; -a 60 keeps loud variants from clipping."""
-    cmd = [exe, "-v", speaker.spec, "-s", str(speed), "-p", str(pitch), "-a", "60", "--stdout"]
-    result = subprocess.run([*cmd, word], capture_output=True, timeout=60)
-    if result.returncode != 0:
-        reason = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
-        raise ToolError(f"{shlex.join([*cmd, word])} failed: {reason[-1]}")
-    rate, audio = parse_wav(result.stdout)
+    """espeak-ng: the word at SAMPLE_RATE, as float samples; -a 60 keeps loud variants from clipping."""
+    cmd = [exe, "-v", speaker.spec, "-s", str(speed), "-p", str(pitch), "-a", "60", "--stdout", word]
+    rate, audio = parse_wav(_run(cmd, shlex.join(cmd)).stdout)
     return resample(audio, rate, SAMPLE_RATE)
+
+
+def speak_flite(exe: str, word: str, speaker: Speaker, *, stretch: float) -> np.ndarray:
+    with tempfile.TemporaryDirectory(prefix="kws-flite-") as tmp:
+        out = Path(tmp) / "w.wav"
+        cmd = [exe, "-voice", speaker.voice, "--setf", f"int_f0_target_mean={speaker.variant[1:]}",
+               "--setf", f"duration_stretch={stretch}", "-t", word, "-o", str(out)]
+        _run(cmd, shlex.join(cmd))
+        rate, audio = parse_wav(out.read_bytes())
+    return resample(audio, rate, SAMPLE_RATE)
+
+
+def festival_batch(exe: str, speaker: Speaker, items: list[tuple[str, float]], tmp: Path) -> dict:
+    """{(word, stretch): samples} for one Festival speaker, all spoken by one festival process."""
+    voice = (FESTIVAL_VOICES | HTS_VOICES)[speaker.voice]
+    lines = [f"(voice_{voice})"]
+    if speaker.engine == "festival":  # the diphone voices' F0 model: move its target mean
+        f0 = int(speaker.variant[1:])
+        lines.append(f"(set! int_lr_params '((target_f0_mean {f0}) (target_f0_std {f0 * 0.14:.1f}) "
+                     "(model_f0_mean 170) (model_f0_std 34)))")
+    files = {}
+    for i, (word, stretch) in enumerate(sorted(items)):
+        path = tmp / f"{speaker.id}-{i}.wav"
+        files[(word, stretch)] = path
+        lines.append(f"(Parameter.set 'Duration_Stretch {stretch})")
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{word}")) "{path}" \'riff)')
+    script = tmp / f"{speaker.id}.scm"
+    script.write_text("\n".join(lines) + "\n")
+    _run([exe, "-b", str(script)], f"festival -b {script} ({speaker.spec})")
+    out = {}
+    for key, path in files.items():
+        rate, audio = parse_wav(path.read_bytes())
+        out[key] = resample(audio, rate, SAMPLE_RATE)
+    return out
+
+
+@dataclass
+class Synth:
+    """The engines' programs, and Festival's words spoken ahead of the clips."""
+
+    exes: dict
+    cache: dict = field(default_factory=dict)  # (speaker, word, stretch) -> samples
+
+    def word(self, clip: Clip, rng: np.random.Generator) -> np.ndarray:
+        sp = clip.speaker
+        if sp.engine == "espeak":
+            speed, pitch = int(rng.integers(*SPEED_WPM, endpoint=True)), int(rng.integers(*PITCH))
+            return speak(self.exes["espeak"], clip.word, sp, speed=speed, pitch=pitch)
+        if sp.engine == "flite":
+            return speak_flite(self.exes["flite"], clip.word, sp, stretch=clip.stretch)
+        audio = self.cache[(sp, clip.word, clip.stretch)]
+        if sp.engine == "festival-hts":
+            semis = int(sp.variant[2:] or 0) * (-1 if sp.variant.startswith("pm") else 1)
+            audio = augment.pitch(audio, semis)
+        return audio
+
+    def prepare(self, clips: list[Clip], *, jobs: int) -> None:
+        """Speak every Festival word the clips need, one festival process per speaker."""
+        need: dict[Speaker, set] = {}
+        for c in clips:
+            if c.word is not None and c.speaker.engine in ("festival", "festival-hts"):
+                need.setdefault(c.speaker, set()).add((c.word, c.stretch))
+        if not need:
+            return
+        with tempfile.TemporaryDirectory(prefix="kws-festival-") as tmp, ThreadPoolExecutor(jobs) as pool:
+            futures = {pool.submit(festival_batch, self.exes["festival"], s, sorted(items), Path(tmp)): s
+                       for s, items in need.items()}
+            for future in as_completed(futures):
+                for (word, stretch), audio in future.result().items():
+                    self.cache[(futures[future], word, stretch)] = audio
 
 
 @lru_cache(maxsize=4)
@@ -198,69 +340,63 @@ def trim_silence(x: np.ndarray, *, floor_db: float = -50.0) -> np.ndarray:
     if len(loud) == 0 or frames.max() == 0.0:
         return x[:0]
     start = max(0, (loud[0] - 1) * FRAME)
-    return x[start : (loud[-1] + 2) * FRAME]
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x**2)))
+    return x[start: (loud[-1] + 2) * FRAME]
 
 
 def db(value: float) -> float:
     return 10.0 ** (value / 20.0)
 
 
-def coloured_noise(rng: np.random.Generator, colour: str) -> np.ndarray:
-    """CLIP_SAMPLES of unit-RMS white, pink or brown noise, shaped in the frequency domain."""
-    bins = CLIP_SAMPLES // 2 + 1
-    spectrum = rng.standard_normal(bins) + 1j * rng.standard_normal(bins)
-    spectrum *= np.maximum(np.arange(bins), 1.0) ** -NOISE_SLOPES[colour]
-    spectrum[0] = 0.0
-    noise = np.fft.irfft(spectrum, CLIP_SAMPLES)
-    return noise / rms(noise)
-
-
-def mains_hum(rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS 50 or 60 Hz hum with four decaying harmonics at random phases."""
-    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
-    f0 = float(rng.choice([50.0, 60.0]))
-    hum = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 5))
-    return hum / rms(hum)
-
-
 def background(rng: np.random.Generator, level: float) -> np.ndarray:
     """Noise of a random colour at RMS `level`, sometimes with hum a little below it."""
-    noise = coloured_noise(rng, str(rng.choice(list(NOISE_SLOPES)))) * level
-    if rng.random() < HUM_PROBABILITY:
-        noise += mains_hum(rng) * level * db(-rng.uniform(0.0, 10.0))
+    noise = augment.noise(rng, CLIP_SAMPLES, str(rng.choice(list(augment.NOISE_SLOPES)))) * level
+    if rng.random() < P["hum"]:
+        noise += augment.hum(rng, CLIP_SAMPLES) * level * db(-rng.uniform(0.0, 10.0))
     return noise
 
 
-def spoken_word(exe: str, clip: Clip, rng: np.random.Generator) -> np.ndarray:
-    """The trimmed word at a random speed and pitch, re-spoken faster if over 0.9 s."""
-    speed, pitch = int(rng.integers(*SPEED_WPM, endpoint=True)), int(rng.integers(*PITCH))
-    for _ in range(4):
-        word = trim_silence(speak(exe, clip.word, clip.speaker, speed=speed, pitch=pitch))
-        if len(word) == 0:
-            raise ToolError(f"espeak-ng -v {clip.speaker.spec} said nothing for {clip.word!r}")
-        if len(word) <= MAX_WORD_SAMPLES:
-            return word
-        speed = math.ceil(speed * len(word) / (0.85 * SAMPLE_RATE))  # duration ~ 1 / speed
-    raise ToolError(f"{clip.word!r} by {clip.speaker.spec} stays over 0.9 s even at -s {speed}")
+def spoken_word(synth: Synth, clip: Clip, rng: np.random.Generator) -> np.ndarray:
+    """The trimmed word, perturbed in speed, pitch and tempo; sped up to fit 0.9 s."""
+    word = trim_silence(synth.word(clip, rng))
+    if len(word) == 0:
+        raise ToolError(f"{clip.speaker.spec} said nothing for {clip.word!r}")
+    if rng.random() < P["speed"]:
+        word = augment.speed(word, rng.uniform(*SPEED_PERTURB))
+    if rng.random() < P["pitch"]:
+        word = augment.pitch(word, rng.uniform(*PITCH_SEMITONES))
+    if rng.random() < P["tempo"]:
+        word = augment.tempo(word, rng.uniform(*TEMPO))
+    if len(word) > MAX_WORD_SAMPLES:
+        word = augment.tempo(word, len(word) / (0.85 * SAMPLE_RATE))
+    return word[:MAX_WORD_SAMPLES]
 
 
-def render(exe: str, clip: Clip) -> np.ndarray:
-    """One clip of float samples, a pure function of the clip's seed (and espeak-ng)."""
+def render(synth: Synth, clip: Clip) -> np.ndarray:
+    """One clip of float samples, a pure function of the clip's seed (and the engines)."""
     rng = np.random.default_rng(clip.seed)
     if clip.word is None:
-        return background(rng, db(rng.uniform(*SILENCE_DBFS)))
-    word = spoken_word(exe, clip, rng)
-    word *= db(rng.uniform(*PEAK_DBFS)) / np.abs(word).max()
+        audio = background(rng, db(rng.uniform(*SILENCE_DBFS)))
+        if rng.random() < P["silent_all"]:
+            return np.zeros(CLIP_SAMPLES)
+        if rng.random() < P["silent_end"]:  # noise, then the recording gated to zeros (or the reverse)
+            cut = int(rng.integers(0, CLIP_SAMPLES))
+            audio = augment.digital_silence(audio, cut) if rng.random() < 0.5 else audio * (np.arange(CLIP_SAMPLES) >= cut)
+        return audio
+    word = spoken_word(synth, clip, rng)
     audio = np.zeros(CLIP_SAMPLES)
     start = int(rng.integers(0, CLIP_SAMPLES - len(word), endpoint=True))
-    audio[start : start + len(word)] = word
-    audio += background(rng, rms(word) * db(-rng.uniform(*SNR_DB)))
-    if rng.random() < HUM_PROBABILITY:  # low hum under the word, whatever the noise
-        audio += mains_hum(rng) * rms(word) * db(-rng.uniform(*HUM_BELOW_WORD_DB))
+    audio[start: start + len(word)] = word
+    if rng.random() < P["room"]:
+        audio = augment.reverb(audio, augment.room_ir(rng, rng.uniform(*RT60)))
+    if rng.random() < P["channel"]:
+        audio, _ = augment.channel(rng, audio)
+    audio *= db(rng.uniform(*PEAK_DBFS)) / max(np.abs(audio).max(), 1e-9)
+    level = augment.rms(audio[start: start + len(word)])
+    audio += background(rng, level * db(-rng.uniform(*SNR_DB)))
+    if rng.random() < P["hum"]:  # low hum under the word, whatever the noise
+        audio += augment.hum(rng, CLIP_SAMPLES) * level * db(-rng.uniform(*HUM_BELOW_WORD_DB))
+    if rng.random() < P["silent_end"]:  # the recording ends in digital silence soon after the word
+        audio = augment.digital_silence(audio, start + len(word) + int(rng.uniform(0.0, 0.15) * SAMPLE_RATE))
     return audio
 
 
@@ -273,18 +409,34 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
         f.writeframes(pcm.tobytes())
 
 
-def pick_validation(
-    speakers: list[Speaker], *, names: list[str] | None, fraction: float, seed: int
-) -> set[Speaker]:
-    """Speakers named (ids, `voice+variant` specs, or whole voices), else a seeded fraction."""
+def split_speakers(speakers: list[Speaker], *, unseen: set[str], names: list[str] | None, val_fraction: float,
+                   test_fraction: float, seed: int) -> dict[Speaker, str]:
+    """{speaker: split}. Unseen engines: test. Others, per engine: named speakers (ids, specs or
+    whole voices) or a seeded --val-fraction go to validation, a seeded --test-fraction to test."""
     if names:
         unknown = [n for n in names if not any(n in (s.id, s.spec, s.voice) for s in speakers)]
         if unknown:
             voices = ", ".join(sorted({s.voice for s in speakers}))
             raise ToolError(f"--val-voices: no speaker {', '.join(unknown)}; voices are {voices}")
-        return {s for s in speakers if {s.id, s.spec, s.voice} & set(names)}
-    order = np.random.default_rng([seed, 0xD1CE]).permutation(len(speakers))
-    return {speakers[i] for i in order[: round(fraction * len(speakers))]}
+    out = {}
+    for k, engine in enumerate(ENGINES):
+        group = [s for s in speakers if s.engine == engine]
+        if not group:
+            continue
+        if engine in unseen:
+            out.update({s: "test" for s in group})
+            continue
+        order = [group[i] for i in np.random.default_rng([seed, 0xD1CE, k]).permutation(len(group))]
+        n_test = round(test_fraction * len(group))
+        if names:
+            val = {s for s in group if {s.id, s.spec, s.voice} & set(names)}
+            rest = [s for s in order if s not in val]
+        else:
+            n_val = round(val_fraction * len(group))
+            val, rest = set(order[:n_val]), order[n_val:]
+        test = set(rest[:n_test])
+        out.update({s: "validation" if s in val else "test" if s in test else "train" for s in group})
+    return out
 
 
 def round_robin(items: list, n: int, rng: np.random.Generator) -> list:
@@ -292,31 +444,44 @@ def round_robin(items: list, n: int, rng: np.random.Generator) -> list:
     return list(islice(cycle([items[i] for i in rng.permutation(len(items))]), n)) if items else []
 
 
-def plan_class(
-    label: str, words: list, speakers: list[Speaker], val: set[Speaker], *, n: int, seed: tuple
-) -> list[Clip]:
-    """n clips, split train/validation in proportion to the speakers held out."""
+def plan_class(label: str, words: list, speakers: list[Speaker], splits: dict, *, n: int, seed: tuple,
+               start: int = 0) -> list[Clip]:
+    """n clips from `speakers`, split train/validation/test in proportion to their speakers."""
     rng = np.random.default_rng(seed)
-    held_out = [s for s in speakers if s in val]
-    n_val = round(n * len(held_out) / len(speakers))
-    n_val = max(n_val, 1) if held_out and n >= 2 else n_val  # tiny sets still get validation
-    train = [s for s in speakers if s not in val]
-    chosen = round_robin(held_out, n_val, rng) + round_robin(train, n - n_val, rng)
+    counts_by = {k: [s for s in speakers if splits[s] == k] for k in ("validation", "test", "train")}
+    chosen = []
+    for k in ("validation", "test"):
+        m = round(n * len(counts_by[k]) / len(speakers))
+        m = max(m, 1) if counts_by[k] and n >= 2 else m  # tiny sets still get every split
+        chosen += round_robin(counts_by[k], m, rng)
+    chosen = chosen[:n]
+    chosen += round_robin(counts_by["train"] or counts_by["test"], n - len(chosen), rng)
     counts: dict[Speaker, int] = {}
     clips = []
     for i, (speaker, word) in enumerate(zip(chosen, round_robin(words, n, rng), strict=True)):
         counts[speaker] = counts.get(speaker, -1) + 1
-        clips.append(Clip(label, word, speaker, counts[speaker], (*seed, i), speaker in val))
+        clips.append(Clip(label, word, speaker, counts[speaker], (*seed, i + start), splits[speaker]))
     return clips
 
 
-def plan(keywords: list[str], speakers: list[Speaker], val: set[Speaker], *, n: int, seed: int):
+def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, unseen_n: int, seed: int):
     """Classes in TensorFlow Speech Commands order, and every clip to make."""
     classes = [SILENCE, UNKNOWN, *keywords]
     words = {SILENCE: [None], UNKNOWN: list(UNKNOWN_WORDS)}
+    engines = [e for e in ENGINES if any(s.engine == e for s in speakers)]
+    seen = [e for e in engines if any(splits[s] != "test" for s in speakers if s.engine == e)]
+    share = {e: ENGINE_SHARE[e] / sum(ENGINE_SHARE[x] for x in seen) for e in seen}
     clips = []
     for k, label in enumerate(classes):
-        clips += plan_class(label, words.get(label, [label]), speakers, val, n=n, seed=(seed, k))
+        left = n
+        for j, engine in enumerate(engines):
+            group = [s for s in speakers if s.engine == engine]
+            if engine in share:
+                m = left if engine == seen[-1] else round(n * share[engine])
+                left -= m
+            else:
+                m = unseen_n
+            clips += plan_class(label, words.get(label, [label]), group, splits, n=m, seed=(seed, k, j))
     return classes, clips
 
 
@@ -336,48 +501,53 @@ def wait_all(futures: list) -> None:
             print(f"\rmake_kws_data: {i}/{len(futures)} clips", end=end, file=sys.stderr)
 
 
-def make_clip(exe: str, clip: Clip, root: Path) -> None:
-    write_wav(root / clip.relpath, render(exe, clip))
+def make_clip(synth: Synth, clip: Clip, root: Path) -> None:
+    write_wav(root / clip.relpath, render(synth, clip))
 
 
-def make_clips(exe: str, clips: list[Clip], root: Path, *, jobs: int) -> None:
+def make_clips(synth: Synth, clips: list[Clip], root: Path, *, jobs: int) -> None:
     for label in sorted({c.label for c in clips}):
         (root / label).mkdir()
-    pool = ThreadPoolExecutor(max_workers=jobs)  # espeak-ng runs outside the GIL
+    synth.prepare(clips, jobs=jobs)
+    pool = ThreadPoolExecutor(max_workers=jobs)  # the engines run outside the GIL
     try:
-        wait_all([pool.submit(make_clip, exe, clip, root) for clip in clips])
+        wait_all([pool.submit(make_clip, synth, clip, root) for clip in clips])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def describe(
-    classes: list[str], clips: list[Clip], speakers: list[Speaker], val: set[Speaker], *,
-    command: str, version: str,
-) -> str:  # fmt: skip
+def describe(classes: list[str], clips: list[Clip], splits: dict, *, command: str, versions: dict) -> str:
     """README.txt: how the set was made and what is in it."""
     lines = [
-        "Synthetic keyword-spotting data set, made offline with espeak-ng.",
+        "Synthetic keyword-spotting data set, made offline from several speech engines.",
         f"command: {command}",
-        f"espeak-ng: {version}",
+        *(f"{name}: {v}" for name, v in versions.items()),
         f"format: {SAMPLE_RATE} Hz mono 16-bit PCM WAV, {CLIP_SAMPLES / SAMPLE_RATE:.1f} s",
-        f"variation: -s {SPEED_WPM} wpm, -p {PITCH}, word peak {PEAK_DBFS} dBFS, SNR {SNR_DB} dB"
-        f" of {'/'.join(NOISE_SLOPES)} noise, hum on some clips, _silence_ at {SILENCE_DBFS} dBFS",
+        f"variation: espeak-ng -s {SPEED_WPM} -p {PITCH}; Festival/Flite F0 targets and stretch {STRETCH};"
+        f" speed {SPEED_PERTURB}, pitch {PITCH_SEMITONES} semitones, tempo {TEMPO}; rooms RT60 {RT60} s;"
+        f" {'/'.join(augment.CHANNELS)} responses; peak {PEAK_DBFS} dBFS; SNR {SNR_DB} dB of"
+        f" {'/'.join(augment.NOISE_SLOPES)} noise, hum; probabilities {P};"
+        f" _silence_ at {SILENCE_DBFS} dBFS",
         f"_unknown_ words: {' '.join(UNKNOWN_WORDS)}",
-        f"clips: {len(clips)}, of which {sum(c.validation for c in clips)} in validation_list.txt",
-        "class train validation",
+        f"clips: {len(clips)}: " + ", ".join(f"{sum(c.split == k for c in clips)} {k}" for k in ("train", "validation", "test")),
+        "class engine train validation test",
     ]
     for label in classes:
-        n_val = sum(c.validation for c in clips if c.label == label)
-        lines.append(f"{label} {sum(c.label == label for c in clips) - n_val} {n_val}")
-    for name, group in [("train", [s for s in speakers if s not in val]), ("validation", val)]:
-        lines.append(f"{name} speakers ({len(group)}): {' '.join(sorted(s.id for s in group))}")
+        for engine in ENGINES:
+            mine = [c for c in clips if c.label == label and c.speaker.engine == engine]
+            if mine:
+                lines.append(f"{label} {engine} " + " ".join(str(sum(c.split == k for c in mine))
+                                                             for k in ("train", "validation", "test")))
+    for k in ("train", "validation", "test"):
+        group = sorted(s.id for s, v in splits.items() if v == k)
+        lines.append(f"{k} speakers ({len(group)}): {' '.join(group)}")
     return "\n".join(lines) + "\n"
 
 
 def write_index(root: Path, classes: list[str], clips: list[Clip], readme: str) -> None:
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
-    held_out = sorted(c.relpath for c in clips if c.validation)
-    (root / "validation_list.txt").write_text("".join(f"{p}\n" for p in held_out))
+    for name, split in (("validation_list.txt", "validation"), ("testing_list.txt", "test")):
+        (root / name).write_text("".join(f"{p}\n" for p in sorted(c.relpath for c in clips if c.split == split)))
     (root / "README.txt").write_text(readme)
 
 
@@ -394,21 +564,40 @@ def check_out_dir(out: Path, *, force: bool) -> None:
         raise ToolError(f"OUT_DIR {out} exists and is not empty; pick another or pass --force")
 
 
+def find_engines(engines: list[str]) -> tuple[dict, dict]:
+    """({engine: program}, {README line: version}) for the engines asked for."""
+    exes, versions = {}, {}
+    if "espeak" in engines:
+        exes["espeak"] = find_espeak()
+        versions["espeak-ng"] = tool_version(exes["espeak"], "--version")
+    if {"festival", "festival-hts"} & set(engines):
+        exes["festival"] = shutil.which("festival")
+        if exes["festival"]:
+            versions["festival"] = tool_version(exes["festival"], "--version")
+    if "flite" in engines:
+        exes["flite"] = shutil.which("flite")
+        if exes["flite"]:
+            versions["flite"] = tool_version(exes["flite"], "--version")
+    return exes, versions
+
+
 def build(args: argparse.Namespace, *, command: str) -> Path:
     """Write the whole set into a temp folder beside OUT_DIR, then rename it into place."""
     out = Path(args.out_dir).resolve()
     check_out_dir(out, force=args.force)
-    exe = find_espeak()
-    speakers = installed_speakers(exe)
-    names, fraction = args.val_voices, args.val_fraction
-    val = pick_validation(speakers, names=names, fraction=fraction, seed=args.seed)
-    classes, clips = plan(args.words, speakers, val, n=args.per_class, seed=args.seed)
-    readme = describe(classes, clips, speakers, val, command=command, version=espeak_version(exe))
+    engines = list(dict.fromkeys(args.engines + args.unseen))
+    exes, versions = find_engines(engines)
+    speakers = [s for e in engines for s in engine_speakers(e, exes)]
+    splits = split_speakers(speakers, unseen=set(args.unseen), names=args.val_voices, val_fraction=args.val_fraction,
+                            test_fraction=args.test_fraction, seed=args.seed)
+    classes, clips = plan(args.words, speakers, splits, n=args.per_class, unseen_n=args.unseen_per_class,
+                          seed=args.seed)
+    readme = describe(classes, clips, splits, command=command, versions=versions)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the data set need not be
-        make_clips(exe, clips, tmp, jobs=args.jobs)
+        make_clips(Synth(exes), clips, tmp, jobs=args.jobs)
         write_index(tmp, classes, clips, readme)
         if out.exists():
             shutil.rmtree(out)
@@ -419,24 +608,43 @@ def build(args: argparse.Namespace, *, command: str) -> Path:
     return out
 
 
+def _engine_list(text: str) -> list[str]:
+    names = [t for t in text.split(",") if t]
+    bad = [t for t in names if t not in ENGINES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown engine {bad[0]!r}; expected some of {','.join(ENGINES)}")
+    return names
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make_kws_data.py", description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("out_dir", metavar="OUT_DIR", help="folder to create; must be absent or empty")
     add("--per-class", type=int, default=300, metavar="N",
-        help="clips per class, _unknown_ and _silence_ included (default 300)")  # fmt: skip
+        help="clips per class from the --engines together, _unknown_ and _silence_ included (default 300)")
+    add("--engines", type=_engine_list, default=["espeak", "festival"], metavar="LIST",
+        help=f"engines split train/validation/test by speaker (default espeak,festival; of {','.join(ENGINES)})")
+    add("--unseen", type=_engine_list, default=[], metavar="LIST",
+        help="engines whose every speaker is test only, e.g. festival-hts,flite (default none)")
+    add("--unseen-per-class", type=int, default=60, metavar="M", help="clips per class per --unseen engine (default 60)")
     add("--seed", type=int, default=0, help="same seed, same WAV files (default 0)")
-    add("--jobs", type=int, default=2, metavar="J", help="parallel espeak-ng calls (default 2)")
+    add("--jobs", type=int, default=2, metavar="J", help="parallel engine calls (default 2)")
     add("--val-voices", nargs="+", metavar="NAME",
-        help="held-out speakers: ids (en-us_m3), specs (en-us+m3) or whole voices (en-029);"
-        " default: a seeded --val-fraction of all speakers")  # fmt: skip
-    add("--val-fraction", type=float, default=0.2, metavar="F",
-        help="share of speakers held out when --val-voices is not given (default 0.2)")  # fmt: skip
+        help="validation speakers: ids (en-us_m3), specs (en-us+m3) or whole voices (en-029);"
+        " default: a seeded --val-fraction of each engine's speakers")
+    add("--val-fraction", type=float, default=0.15, metavar="F", help="validation share of each engine's speakers (default 0.15)")
+    add("--test-fraction", type=float, default=0.15, metavar="F", help="test share of each engine's speakers (default 0.15)")
     add("--force", action="store_true", help="replace OUT_DIR even if it is not empty")
     add("--words", type=lambda s: s.split(","), default=list(KEYWORDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.per_class < 1 or args.jobs < 1 or not 0.0 <= args.val_fraction < 1.0:
-        parser.error("--per-class and --jobs must be at least 1, --val-fraction in [0, 1)")
+    if (args.per_class < 1 or args.jobs < 1 or args.unseen_per_class < 0 or not 0.0 <= args.val_fraction < 1.0
+            or not 0.0 <= args.test_fraction < 1.0 or args.val_fraction + args.test_fraction >= 1.0):
+        parser.error("--per-class and --jobs must be at least 1, --val-fraction and --test-fraction in [0, 1) "
+                     "with a sum under 1")
+    args.unseen = [e for e in args.unseen]
+    args.engines = [e for e in args.engines if e not in args.unseen]
+    if not args.engines:
+        parser.error("--engines: expected at least one engine that is not --unseen")
     return args
 
 

@@ -11,8 +11,11 @@ speakers: those named by validation_list.txt, else a stable hash of the speaker 
 Commands does), so a score measures new voices, never a voice already heard.
 
 Training examples are built for a model that will run on a live microphone with its state never
-reset: each target clip is preceded by up to `context` seconds of another random clip, and the
-label is read at the last frame. Shape legend: N clips, L frames, M mel bands, C classes.
+reset: each target clip is preceded by up to `context` seconds of another random clip, and may be
+followed by up to `trailing` seconds of silence (digital zeros, or a stretch of a `_silence_`
+clip), and the label is read at the last frame: a word's label holds after the word is over. A
+`_silence_` target is never preceded by a keyword (that keyword would still be the last word
+heard). Shape legend: N clips, L frames, M mel bands, C classes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from edgernn.audio.frontend import LogMel
 SPEAKER_SEP = "_nohash_"  # <speaker>_nohash_<n>.wav: what comes before it is the speaker id
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
+SILENCE = "_silence_"
+NOT_KEYWORDS = ("_silence_", "_unknown_")  # the labels that are no keyword (edgernn.runtime.events.IGNORED)
 NOISE_DIR = "_background_noise_"  # Speech Commands' long noise recordings: not a class
 LAYOUT = "DIR/<class>/<speaker>_nohash_<n>.wav"
 _HASH_BUCKETS = 2**27  # Speech Commands' MAX_NUM_WAVS_PER_CLASS + 1: keeps its split stable
@@ -168,6 +173,8 @@ class ClassifyTask:
         seed: picks the clips before each held-out clip in `evaluate_streaming`.
         clip_seconds: clips are padded or cut at the end to this length.
         context: seconds of another clip (0 to this, drawn per batch) before each training clip.
+        trailing: seconds of silence (0 to this, drawn per batch) after each training clip: exact
+            digital silence (the front end's floor) or a stretch of a `_silence_` clip, half each.
         gain_db: each training clip and its context get a random gain of +-gain_db (log domain).
         mask_bands: each training example has up to this many adjacent mel bands set to their
             mean (SpecAugment's frequency mask), so no single band decides.
@@ -180,12 +187,13 @@ class ClassifyTask:
     greater_is_better = True
 
     def __init__(self, data_dir, *, frontend: LogMel = LogMel(), seed: int = 0, clip_seconds: float = 1.0,
-                 context: float = 1.0, gain_db: float = 6.0, mask_bands: int = 6, val_fraction: float = 0.2):
+                 context: float = 1.0, gain_db: float = 6.0, mask_bands: int = 6, val_fraction: float = 0.2,
+                 trailing: float = 0.0):
         if not 0.0 < val_fraction < 1.0:
             raise InputError(f"val_fraction={val_fraction}; expected a fraction between 0 and 1, e.g. 0.2")
-        if clip_seconds <= 0 or context < 0 or gain_db < 0 or mask_bands < 0:
+        if clip_seconds <= 0 or context < 0 or gain_db < 0 or mask_bands < 0 or trailing < 0:
             raise InputError(f"clip_seconds={clip_seconds}, context={context}, gain_db={gain_db}, mask_bands="
-                             f"{mask_bands}; expected clip_seconds > 0 and the others >= 0")
+                             f"{mask_bands}, trailing={trailing}; expected clip_seconds > 0 and the others >= 0")
         if frontend.frames(int(round(clip_seconds * frontend.sample_rate))) < 1:
             raise InputError(f"clip_seconds={clip_seconds} is shorter than one hop ({frontend.hop} samples at "
                              f"{frontend.sample_rate} Hz); expected clips of at least one frame, e.g. 1.0")
@@ -206,6 +214,11 @@ class ClassifyTask:
         self._val = np.arange(len(train), len(train) + len(val))
         self.context_frames = min(frontend.frames(int(round(context * frontend.sample_rate))),
                                   self.features.shape[1])
+        self.trailing_frames = frontend.frames(int(round(trailing * frontend.sample_rate)))
+        keyword = np.array([label not in NOT_KEYWORDS for label in self.labels])
+        self._quiet_context = self._train[~keyword[self.targets[self._train]]]  # before a _silence_ target
+        silent = [self.labels.index(SILENCE)] if SILENCE in self.labels else []
+        self._silence_clips = self._train[np.isin(self.targets[self._train], silent)]
         self._log_gain = gain_db * np.log(10.0) / 10.0  # dB of power -> natural log of power
         self._log_floor = float(np.log(frontend.floor))
         self.seed = seed
@@ -235,12 +248,28 @@ class ClassifyTask:
         p = int(rng.integers(0, self.context_frames + 1))  # one length per batch: no padding needed
         if p:
             source = rng.choice(self._train, n)
+            if len(self._quiet_context) and SILENCE in self.labels:  # no keyword before a _silence_ target
+                quiet = self.targets[target] == self.labels.index(SILENCE)
+                source[quiet] = rng.choice(self._quiet_context, int(quiet.sum()))
             start = rng.integers(0, self.features.shape[1] - p + 1, n)
             before = self.features[source[:, None], start[:, None] + np.arange(p)]  # (N, P, M)
             x = np.concatenate([self._gain(rng, before), x], axis=1)
+        q = int(rng.integers(0, self.trailing_frames + 1)) if self.trailing_frames else 0
+        if q:
+            x = np.concatenate([x, self._silence_after(rng, n, q)], axis=1)
         if self.mask_bands:
             x = self._mask(rng, x)
         return x.astype(np.float32, copy=False), self.targets[target]
+
+    def _silence_after(self, rng: np.random.Generator, n: int, q: int) -> np.ndarray:
+        """(N, Q, M): digital silence (the log floor) for half the examples, else `_silence_` frames."""
+        out = np.full((n, q, self.features.shape[-1]), self._log_floor, np.float32)
+        if len(self._silence_clips):
+            noisy = rng.random(n) < 0.5
+            src = rng.choice(self._silence_clips, n)
+            frames = self.features[src[:, None], np.arange(q)[None, :] % self.features.shape[1]]
+            out[noisy] = self._gain(rng, frames[noisy])
+        return out
 
     def _mask(self, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
         """Up to `mask_bands` adjacent bands per example replaced by their training mean."""
