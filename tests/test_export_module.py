@@ -210,6 +210,17 @@ class _OwnInitialState(nn.Module):
         return self.rnn(x, self.h0.expand(1, x.shape[0], 4).contiguous())[0]
 
 
+class _Packed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x):
+        lengths = torch.full((x.shape[0],), x.shape[1])
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True)
+        return nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)[0]
+
+
 class _MeanOverTime(nn.Module):
     def __init__(self):
         super().__init__()
@@ -230,6 +241,7 @@ class _MeanOverTime(nn.Module):
     (_CellLoop, "cell", "stepped by Python code"),
     (_OwnInitialState, "rnn", "given an initial state by the model"),
     (_MeanOverTime, "", "mixes time"),
+    (_Packed, "rnn", "PackedSequence"),
 ])
 def test_a_layer_that_cannot_stream_is_named(tmp_path, model, path, match):
     torch.manual_seed(0)

@@ -104,6 +104,8 @@ def _batches_seen(module, slots, x) -> list[int]:
 
     def hook(m, args):
         u = args[0]
+        if not torch.is_tensor(u):  # a PackedSequence, say: the streaming form refuses it by name
+            return
         seen.append(u.shape[0] if isinstance(m, nn.Conv1d) or m.batch_first else u.shape[1])
 
     handles = [s.module.register_forward_pre_hook(hook) for s in slots]

@@ -129,7 +129,10 @@ class Pt2Module(nn.Module):
         for node in gm.graph.nodes:
             op = str(node.target)
             if node.op == "call_function" and (op in _RNN_OPS or op in _CONV_OPS):
-                layer = _rnn(op, node.args, gm) if op in _RNN_OPS else _conv(op, node.args, gm)
+                try:
+                    layer = _rnn(op, node.args, gm) if op in _RNN_OPS else _conv(op, node.args, gm)
+                except ModelFileError:  # weights computed in the graph: the op stays as it is, stateless,
+                    continue            # and the streaming probe names it if that matters
                 path = _path(node, used)
                 _attach(self, path, layer)
                 self._layers[node.name] = path

@@ -189,14 +189,20 @@ class Streaming(nn.Module):
     @contextlib.contextmanager
     def threaded(self):
         """Each slot's forward replaced by its state-threading form, restored on exit."""
+        saved = []  # (module, attribute, the instance's own value or None)
         for slot in self.slots:
             slot.calls = 0
-            setattr(slot.module, _PATCHED[slot.kind], (self._rnn if slot.kind == "rnn" else self._conv)(slot))
+            attr = _PATCHED[slot.kind]
+            saved.append((slot.module, attr, vars(slot.module).get(attr)))
+            setattr(slot.module, attr, (self._rnn if slot.kind == "rnn" else self._conv)(slot))
         try:
             yield
         finally:
-            for slot in self.slots:
-                delattr(slot.module, _PATCHED[slot.kind])
+            for module, attr, own in saved:
+                if own is None:
+                    delattr(module, attr)
+                else:
+                    setattr(module, attr, own)
 
     def _rnn(self, slot: Slot):
         m = slot.module
@@ -205,6 +211,9 @@ class Streaming(nn.Module):
             if hx is not None:
                 raise Refusal(slot.path, f"{type(m).__name__} is given an initial state by the model; edgernn makes "
                                          "its state an input (zeros when a stream starts): call it without one")
+            if isinstance(input, nn.utils.rnn.PackedSequence):
+                raise Refusal(slot.path, f"{type(m).__name__} is given a PackedSequence; a stream has one length for "
+                                         "the whole batch: pass the padded tensor")
             if input.dim() != 3:
                 raise Refusal(slot.path, f"{type(m).__name__} got a {input.dim()}-D input; expected batched 3-D input")
             slot.calls += 1
