@@ -54,13 +54,9 @@ def export_checkpoint(model_pt, output=None, *, opset: int = DEFAULT_OPSET, prec
     output = Path(output or Path(model_pt).with_suffix(".onnx"))
     user = usercode.user_model(model_pt, module=module, kwargs=module_kwargs, unsafe=unsafe_load)
     if user is not None:
-        if precision != "fp32":
-            raise InputError(f"--precision {precision} applies to edgernn checkpoints; a module export is fp32: "
-                             "leave --precision out")
-        r = export_module(user, output, verify=verify, offline=offline, features=features, vocab=vocab, opset=opset,
-                          progress=progress)
-        folder = triton_mod.write_repository(output, triton, **(triton_options or {})) if triton else None
-        return Exported(r.files, r.max_error, r.meta, r.reports, folder)
+        return _export_user(user, output, precision=precision, triton=triton, triton_options=triton_options,
+                            verify=verify, offline=offline, features=features, vocab=vocab, opset=opset,
+                            progress=progress)
     raw = checkpoint.read(model_pt, unsafe=unsafe_load, unsafe_hint=True)
     if seq2seq_io.is_seq2seq_checkpoint(raw):
         if triton:
@@ -86,6 +82,16 @@ def export_checkpoint(model_pt, output=None, *, opset: int = DEFAULT_OPSET, prec
     folder = triton_mod.write_repository(output, triton, **(triton_options or {})) if triton else None
     return Exported(files, report["max_abs_err"] if report else None, meta,
                     {"model": report} if report else {}, folder)
+
+
+def _export_user(user, output: Path, *, precision: str, triton, triton_options, **options) -> Exported:
+    """A module of the user's (code + weights, .pt2, or pickled) through export_module."""
+    if precision != "fp32":
+        raise InputError(f"--precision {precision} applies to edgernn checkpoints; a module export is fp32: "
+                         "leave --precision out")
+    r = export_module(user, output, **options)
+    folder = triton_mod.write_repository(output, triton, **(triton_options or {})) if triton else None
+    return Exported(r.files, r.max_error, r.meta, r.reports, folder)
 
 
 def reduce_precision(proto, meta: dict, precision: str, spec):

@@ -149,18 +149,9 @@ def probe(stream: Streaming, make_x, *, length: int = PROBE_LENGTH, batch: int =
                 return [(p, f"Conv1d has padding=0 but its input does not start with the {c} zero frames of a left "
                             f"pad; expected F.pad(x, ({c}, 0)) before it, or padding={c} with the last {c} outputs "
                             "dropped") for p, c, _ in padded]
-            steps, states = {}, stream.zeros(batch)
-            for t in range(length):
-                rec.outputs, rec.stack[:] = {}, []
-                try:
-                    _, *states = _run(stream, x[:, t:t + 1], states)
-                except Refusal as e:
-                    return [(e.path, e.reason)]
-                except Exception as e:
-                    return [(rec.stack[-1] if rec.stack else "", f"fails on one frame at a time "
-                                                                 f"({type(e).__name__}: {str(e).splitlines()[0][:160]})")]
-                for p, v in rec.outputs.items():
-                    steps.setdefault(p, []).append(v)
+            steps = _stepped(stream, rec, x)
+            if isinstance(steps, list):
+                return steps
     finally:
         rec.close()
     bad = [p for p in rec.order if p in steps and len(steps[p]) == length and _differs(full[p], steps[p], length)]
@@ -170,6 +161,23 @@ def probe(stream: Streaming, make_x, *, length: int = PROBE_LENGTH, batch: int =
     if calls.seen:  # a time-mixing function ran: it, not the layers after it, is the cause
         return [_blame(stream.model, p, calls.seen) for p in dict.fromkeys(p for p, _ in calls.seen)]
     return [_blame(stream.model, bad[0], calls.seen)]
+
+
+def _stepped(stream: Streaming, rec: _Recorder, x) -> dict | list:
+    """Each layer's outputs, one frame at a time with the state carried; or [(path, reason)]."""
+    steps, states = {}, stream.zeros(x.shape[0])
+    for t in range(x.shape[1]):
+        rec.outputs, rec.stack[:] = {}, []
+        try:
+            _, *states = _run(stream, x[:, t:t + 1], states)
+        except Refusal as e:
+            return [(e.path, e.reason)]
+        except Exception as e:  # the model's own error, in the layer that raised it
+            return [(rec.stack[-1] if rec.stack else "", f"fails on one frame at a time "
+                                                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})")]
+        for p, v in rec.outputs.items():
+            steps.setdefault(p, []).append(v)
+    return steps
 
 
 def _blame(model: nn.Module, path: str, seen: list) -> tuple[str, str]:
