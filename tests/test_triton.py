@@ -302,4 +302,6 @@ def test_cli_export_writes_the_python_backend_repository(tiny_export, tmp_path):
                 "python", "--no-verify")
     assert r.returncode == 0, r.stderr
     assert "(Triton model repository: config.pbtxt, 1/model.py, 1/model.onnx)" in r.stdout
-    assert _parse((tmp_path / "repo" / "cli" / "config.pbtxt").read_text()).backend == "python"
+    cfg = _parse((tmp_path / "repo" / "cli" / "config.pbtxt").read_text())
+    assert cfg.backend == "python" and cfg.max_batch_size == triton.MAX_BATCH["python"] == 16
+    assert cfg.sequence_batching.oldest.max_candidate_sequences == 1024

@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", default="1,8,64", help="numbers of concurrent sequences")
     ap.add_argument("--length", type=int, default=200, help="steps per sequence")
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time per contender and N")
+    ap.add_argument("--max-batch", type=int, help="sequences per model call (default: export's, 16)")
     ap.add_argument("--no-perf-analyzer", action="store_true")
     ap.add_argument("--env", help="the serving environment (default: edgernn serve's)")
     ap.add_argument("--json", help="write the rows here too")
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        name = triton.write_repository(a.model, repo, backend="python", max_batch_size=max(64, max(ns))).name
+        name = triton.write_repository(a.model, repo, backend="python", max_batch_size=a.max_batch).name
         with server_mod.Server(repo, grpc_port=0, http_port=0, metrics_port=0, env=env,
                                log_file=Path(tmp) / "triton.log") as srv:
             for n in ns:

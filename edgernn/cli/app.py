@@ -79,8 +79,8 @@ def main():
 @click.option("--unsafe-load", is_flag=True, help="Unpickle arbitrary objects in MODEL_PT. Only for files you trust.")
 @click.option("--triton", "triton_dir", type=click.Path(file_okay=False),
               help="Also write a Triton Inference Server model repository here: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx.")
-@click.option("--triton-max-batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Triton: most streams batched into one model call.")
+@click.option("--triton-max-batch", type=click.IntRange(min=1),
+              help="Triton: most streams batched into one model call [default: 64; 16 with --triton-backend python].")
 @click.option("--triton-idle-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Triton: seconds a silent stream keeps its state before it is dropped.")
 @click.option("--triton-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton: model instances.")

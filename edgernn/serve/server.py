@@ -184,7 +184,7 @@ class Server:
                 f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
                 "--allow-gpu-metrics=false", f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
                 f"--exit-timeout-secs={self.exit_timeout_s}",
-                f"--log-file={self.log_file.resolve()}", "--log-info=true", f"--log-verbose={self.log_verbose}",
+                "--log-info=true", f"--log-verbose={self.log_verbose}",
                 *self.extra_args]
 
     def environment(self) -> dict:
@@ -207,11 +207,11 @@ class Server:
         until the server answers, whether or not its models loaded; see models())."""
         self.env = self.env or ensure_env()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.write_text("")
-        self.proc = subprocess.Popen(self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-                                     cwd=self.log_file.parent,  # not the caller's folder: nothing found by accident
-                                     preexec_fn=_die_with_parent)
+        with self.log_file.open("wb") as log:  # Triton logs to stderr: its crash messages land there too
+            self.proc = subprocess.Popen(self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         cwd=self.log_file.parent,  # not the caller's folder: nothing found by accident
+                                         preexec_fn=_die_with_parent)
         try:
             self._wait_ready(timeout, f"/v2/health/{wait}")
         except BaseException:

@@ -40,6 +40,10 @@ from edgernn.export.onnxmeta import meta_text, set_meta
 CONTROLS = ("START", "END", "READY", "CORRID")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 BACKENDS = ("onnxruntime", "python")  # the graph wrapped for Triton's implicit state, or edgernn's streams
+# Most sequences in one model call, by default. Python: Triton 2.51's "oldest" batcher (nvidia-pytriton
+# 0.7.0) segfaults in TRITONBACKEND_RequestRelease with batches of 32 or 64 under 64 concurrent
+# sequences, even for a model that returns zeros; 16 held (docs/serving.md).
+MAX_BATCH = {"onnxruntime": 64, "python": 16}
 # the element types a served tensor may have: onnx TensorProto.DataType number -> Triton data type
 _TRITON_TYPES = {dtypes.BY_NAME[n].code: dtypes.BY_NAME[n].triton for n in ("float32", "float16", "float64",
                                                                             "int32", "int64")}
@@ -314,14 +318,15 @@ def config_text(onnx_path, *, name: str | None = None, backend: str = "onnxrunti
 
 def _config(proto, meta: dict, source: str, *, name: str, backend: str, **options) -> str:
     s = served(proto, meta, source)
+    if backend not in BACKENDS:
+        raise InputError(f"Triton backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if options.get("max_batch_size") is None:
+        options["max_batch_size"] = MAX_BATCH[backend]
     if backend == "onnxruntime":
         return render(s, name=name, **options)
-    if backend != "python":
-        raise InputError(f"Triton backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     from edgernn.serve import triton_python
 
-    o = {**dict(max_batch_size=64, idle_timeout_s=60, instances=1, kind="cpu", max_sequences=None,
-                queue_delay_us=500), **options}
+    o = {**dict(idle_timeout_s=60, instances=1, kind="cpu", max_sequences=None, queue_delay_us=500), **options}
     _check_options(name, **o)
     controls = ",\n".join(_control_block(c) for c in CONTROLS)
     return triton_python.render(meta, name=name, x_block=_tensor_block(s.x), y_block=_tensor_block(s.y),
@@ -333,7 +338,7 @@ def _default_name(onnx_path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "model"
 
 
-def write_repository(onnx_path, repo_dir, *, name: str | None = None, max_batch_size: int = 64,
+def write_repository(onnx_path, repo_dir, *, name: str | None = None, max_batch_size: int | None = None,
                      idle_timeout_s: float = 60, instances: int = 1, kind: str = "cpu", version: int = 1,
                      max_sequences: int | None = None, queue_delay_us: int = 500,
                      backend: str = "onnxruntime") -> Path:

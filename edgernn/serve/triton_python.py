@@ -47,7 +47,7 @@ def render(meta: dict, *, name: str, x_block: str, y_block: str, controls: str, 
     if kind != "cpu":
         raise InputError("the python backend runs edgernn's CPU runtime; expected --triton-backend onnxruntime "
                          "for a GPU (--triton-gpu)")
-    candidates = int(max_sequences or 16 * int(max_batch_size))
+    candidates = int(max_sequences or max(1024, 16 * int(max_batch_size)))  # live sequences served at once
     return f"""# Triton model configuration written by edgernn: a stateful RNN served by the python backend.
 # Clients send frames x [1, T, F] (T = 1 per streaming step, or a chunk) with a sequence id and
 # start/end flags; the model (edgernn.serve.python_model) keeps each sequence's state by its
