@@ -52,17 +52,16 @@ def export_checkpoint(model_pt, output=None, *, opset: int = DEFAULT_OPSET, prec
     `offline`, `features` and `vocab` passed on.
     """
     output = Path(output or Path(model_pt).with_suffix(".onnx"))
-    user = usercode.user_model(model_pt, module=module, kwargs=module_kwargs, unsafe=unsafe_load)
+    user, raw = usercode.read_user(model_pt, module=module, kwargs=module_kwargs, unsafe=unsafe_load)
     if user is not None:
         return _export_user(user, output, precision=precision, triton=triton, triton_options=triton_options,
                             verify=verify, offline=offline, features=features, vocab=vocab, opset=opset,
                             progress=progress)
-    raw = checkpoint.read(model_pt, unsafe=unsafe_load, unsafe_hint=True)
     if seq2seq_io.is_seq2seq_checkpoint(raw):
         if triton:
             raise InputError("--triton serves one stateful model; an encoder-decoder is two files: export it without --triton")
         return _export_pair(model_pt, output, opset=opset, verify=verify)
-    loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity, unsafe_hint=True)
+    loaded = checkpoint.load(model_pt, unsafe=unsafe_load, nonlinearity=nonlinearity, unsafe_hint=True, obj=raw)
     if loaded.kind == "state_dict" and loaded.model.spec.cell == "rnn_tanh" and nonlinearity is None:
         warnings.warn(f"{model_pt}: a plain RNN's state_dict does not say tanh or relu; assumed tanh: pass "
                       "--nonlinearity relu if it is, or --module FILE.py:NAME to read it from the model")

@@ -119,13 +119,19 @@ def load_weights(model: nn.Module, pt, *, unsafe: bool = False) -> nn.Module:
 def user_model(model_file, *, module: str | None = None, kwargs=None, unsafe: bool = False) -> nn.Module | None:
     """The module to export for the CLI: --module code + weights, a .pt2 program, a pickled module
     (unsafe), or None when the file is an edgernn checkpoint or state_dict for the weight path."""
+    return read_user(model_file, module=module, kwargs=kwargs, unsafe=unsafe)[0]
+
+
+def read_user(model_file, *, module: str | None = None, kwargs=None, unsafe: bool = False) -> tuple:
+    """(user_model's answer, what torch.load returned when the file was read as a .pt, else None):
+    the caller goes on with the object rather than unpickling the file twice."""
     if module:
-        return load_weights(build(module, kwargs=kwargs), model_file, unsafe=unsafe)
+        return load_weights(build(module, kwargs=kwargs), model_file, unsafe=unsafe), None
     if kwargs:
         raise InputError("--kwargs without --module; expected --module FILE.py:NAME to call with them")
     if str(model_file).endswith(".pt2"):
         from edgernn.export import pt2
 
-        return pt2.load(model_file)
+        return pt2.load(model_file), None
     obj = checkpoint.read(model_file, unsafe=unsafe, unsafe_hint=True)
-    return obj if isinstance(obj, nn.Module) else None
+    return (obj if isinstance(obj, nn.Module) else None), obj
