@@ -215,3 +215,26 @@ def test_resample_passes_speech_band_and_blocks_aliases(freq, gain_db):
         assert np.abs(y - ideal).max() < 1e-3
     else:
         assert level < gain_db, f"{freq} Hz aliases at {level:.1f} dB"
+
+
+def test_light_augmentation_is_scoped(tmp_path):
+    need_espeak()
+    before = dict(kws.P), kws.SNR_DB
+    out = tmp_path / "light"
+    assert kws.main([str(out), *TINY, "--augment", "light"]) == 0
+    assert (dict(kws.P), kws.SNR_DB) == before  # back to full for whatever runs next
+    readme = (out / "README.txt").read_text()
+    assert "(20.0, 40.0) dB" in readme and "'room': 0.0" in readme
+    full = tmp_path / "full"
+    assert kws.main([str(full), *TINY]) == 0
+    assert (full / "testing_list.txt").read_text() == (out / "testing_list.txt").read_text()  # same split
+
+
+def test_test_voices_are_test_only(tmp_path):
+    need_espeak()
+    out = tmp_path / "testvoice"
+    assert kws.main([str(out), *TINY, "--per-class", "40", "--test-voices", "espeak:en-029"]) == 0
+    test = set((out / "testing_list.txt").read_text().split())
+    en029 = {p for p in wav_files(out) if speaker_of(p).startswith("en-029")}
+    assert en029 and en029 <= test and test - en029  # the voice's clips, and other test speakers
+    assert kws.main([str(tmp_path / "bad"), *TINY, "--test-voices", "flite:nobody"]) == 2

@@ -49,6 +49,7 @@ import sys
 import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import cycle, islice
@@ -100,6 +101,9 @@ PEAK_DBFS = (-30.0, -1.0)  # clip peak after gain
 SNR_DB = (5.0, 40.0)  # word RMS over noise RMS
 P = {"speed": 0.5, "pitch": 0.5, "tempo": 0.3, "room": 0.4, "channel": 0.5, "hum": 0.25,
      "silent_end": 0.25, "silent_all": 0.05}
+# --augment light: what a new user's own test clips look like (the word at a random offset, light
+# noise): the engines' own speed and pitch, no rooms, devices or perturbation, SNR 20-40 dB.
+LIGHT = {"P": {**{k: 0.0 for k in P}, "hum": 0.1}, "SNR_DB": (20.0, 40.0), "PEAK_DBFS": (-20.0, -1.0)}
 RT60 = (0.15, 0.9)
 HUM_BELOW_WORD_DB = (25.0, 45.0)
 SILENCE_DBFS = (-96.0, -25.0)  # down to below one LSB: near-digital silence
@@ -409,16 +413,22 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
         f.writeframes(pcm.tobytes())
 
 
+def named(s: Speaker, names) -> bool:
+    """Whether `names` name s: its id (en-us_m3), spec (en-us+m3), voice (en-029) or engine:voice (flite:slt)."""
+    return bool({s.id, s.spec, s.voice, f"{s.engine}:{s.voice}"} & set(names or ()))
+
+
 def split_speakers(speakers: list[Speaker], *, unseen: set[str], names: list[str] | None, val_fraction: float,
-                   test_fraction: float, seed: int) -> dict[Speaker, str]:
-    """{speaker: split}. Unseen engines: test. Others, per engine: named speakers (ids, specs or
-    whole voices) or a seeded --val-fraction go to validation, a seeded --test-fraction to test."""
-    if names:
-        unknown = [n for n in names if not any(n in (s.id, s.spec, s.voice) for s in speakers)]
+                   test_fraction: float, seed: int, test_names: list[str] | None = None) -> dict[Speaker, str]:
+    """{speaker: split}. Unseen engines and --test-voices: test. Others, per engine: named speakers
+    or a seeded --val-fraction go to validation, a seeded --test-fraction to test."""
+    for option, given in (("--val-voices", names), ("--test-voices", test_names)):
+        unknown = [n for n in given or () if not any(named(s, [n]) for s in speakers)]
         if unknown:
-            voices = ", ".join(sorted({s.voice for s in speakers}))
-            raise ToolError(f"--val-voices: no speaker {', '.join(unknown)}; voices are {voices}")
-    out = {}
+            voices = ", ".join(sorted({f"{s.engine}:{s.voice}" for s in speakers}))
+            raise ToolError(f"{option}: no speaker {', '.join(unknown)}; voices are {voices}")
+    out = {s: "test" for s in speakers if named(s, test_names)}
+    speakers = [s for s in speakers if s not in out]
     for k, engine in enumerate(ENGINES):
         group = [s for s in speakers if s.engine == engine]
         if not group:
@@ -429,7 +439,7 @@ def split_speakers(speakers: list[Speaker], *, unseen: set[str], names: list[str
         order = [group[i] for i in np.random.default_rng([seed, 0xD1CE, k]).permutation(len(group))]
         n_test = round(test_fraction * len(group))
         if names:
-            val = {s for s in group if {s.id, s.spec, s.voice} & set(names)}
+            val = {s for s in group if named(s, names)}
             rest = [s for s in order if s not in val]
         else:
             n_val = round(val_fraction * len(group))
@@ -564,6 +574,19 @@ def check_out_dir(out: Path, *, force: bool) -> None:
         raise ToolError(f"OUT_DIR {out} exists and is not empty; pick another or pass --force")
 
 
+@contextmanager
+def augmentation(kind: str):
+    """The module's augmentation settings for --augment `kind` while the set is made, then back."""
+    global P, SNR_DB, PEAK_DBFS
+    saved = P, SNR_DB, PEAK_DBFS
+    if kind == "light":
+        P, SNR_DB, PEAK_DBFS = dict(LIGHT["P"]), LIGHT["SNR_DB"], LIGHT["PEAK_DBFS"]
+    try:
+        yield
+    finally:
+        P, SNR_DB, PEAK_DBFS = saved
+
+
 def find_engines(engines: list[str]) -> tuple[dict, dict]:
     """({engine: program}, {README line: version}) for the engines asked for."""
     exes, versions = {}, {}
@@ -583,13 +606,18 @@ def find_engines(engines: list[str]) -> tuple[dict, dict]:
 
 def build(args: argparse.Namespace, *, command: str) -> Path:
     """Write the whole set into a temp folder beside OUT_DIR, then rename it into place."""
+    with augmentation(args.augment):
+        return _build(args, command=command)
+
+
+def _build(args: argparse.Namespace, *, command: str) -> Path:
     out = Path(args.out_dir).resolve()
     check_out_dir(out, force=args.force)
     engines = list(dict.fromkeys(args.engines + args.unseen))
     exes, versions = find_engines(engines)
     speakers = [s for e in engines for s in engine_speakers(e, exes)]
     splits = split_speakers(speakers, unseen=set(args.unseen), names=args.val_voices, val_fraction=args.val_fraction,
-                            test_fraction=args.test_fraction, seed=args.seed)
+                            test_fraction=args.test_fraction, seed=args.seed, test_names=args.test_voices)
     classes, clips = plan(args.words, speakers, splits, n=args.per_class, unseen_n=args.unseen_per_class,
                           seed=args.seed)
     readme = describe(classes, clips, splits, command=command, versions=versions)
@@ -632,8 +660,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--val-voices", nargs="+", metavar="NAME",
         help="validation speakers: ids (en-us_m3), specs (en-us+m3) or whole voices (en-029);"
         " default: a seeded --val-fraction of each engine's speakers")
+    add("--test-voices", nargs="+", metavar="NAME",
+        help="test-only speakers or whole voices, also engine:voice (flite:slt): a voice of a seen engine"
+        " that no training or validation clip uses")
     add("--val-fraction", type=float, default=0.15, metavar="F", help="validation share of each engine's speakers (default 0.15)")
     add("--test-fraction", type=float, default=0.15, metavar="F", help="test share of each engine's speakers (default 0.15)")
+    add("--augment", choices=("full", "light"), default="full",
+        help="full: rooms, devices, speed/pitch/tempo, 5-40 dB SNR (default); light: a random offset and"
+        " 20-40 dB noise only, for test sets like a user's own clips")
     add("--force", action="store_true", help="replace OUT_DIR even if it is not empty")
     add("--words", type=lambda s: s.split(","), default=list(KEYWORDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -185,6 +185,7 @@ class ClassifyTask:
     metric = "accuracy"
     loss = "ce"
     greater_is_better = True
+    label_frames = 1  # frames at the end of the last batch that carry its labels (see `batch`)
 
     def __init__(self, data_dir, *, frontend: LogMel = LogMel(), seed: int = 0, clip_seconds: float = 1.0,
                  context: float = 1.0, gain_db: float = 6.0, mask_bands: int = 6, val_fraction: float = 0.2,
@@ -255,6 +256,7 @@ class ClassifyTask:
             before = self.features[source[:, None], start[:, None] + np.arange(p)]  # (N, P, M)
             x = np.concatenate([self._gain(rng, before), x], axis=1)
         q = int(rng.integers(0, self.trailing_frames + 1)) if self.trailing_frames else 0
+        self.label_frames = q + 1  # the clip's last frame and the silence after it: the loss reads them all
         if q:
             x = np.concatenate([x, self._silence_after(rng, n, q)], axis=1)
         if self.mask_bands:

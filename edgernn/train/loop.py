@@ -45,9 +45,14 @@ class TrainConfig:
 def criterion(task, model: RNNModel) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
     """The task's loss on normalised predictions (N, L, outputs) against numpy targets."""
     def loss(pred: torch.Tensor, y: np.ndarray) -> torch.Tensor:
-        if model.spec.readout == "last":
-            pred = pred[:, -1]
         target = torch.from_numpy(y)
+        if model.spec.readout == "last":
+            # a task may say that its batch's last k frames all carry the label (a keyword's label
+            # holds through the silence after it: ClassifyTask.label_frames); else the last one
+            k = min(max(int(getattr(task, "label_frames", 1)), 1), pred.shape[1])
+            pred = pred[:, -k:]
+            target = target[:, None].expand(-1, k) if k > 1 else target
+            pred = pred if k > 1 else pred[:, -1]
         if task.loss == "ce":
             return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1).long())
         return F.mse_loss(pred, (target - model.out_mean) / model.out_std)

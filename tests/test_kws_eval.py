@@ -1,0 +1,97 @@
+"""tools/eval_kws.py: clip label at the end, events exactly the keyword, false events per hour, per engine."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgernn.audio.wav import write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "eval_kws.py"
+MODEL = ROOT / "models" / "kws.onnx"
+SAMPLES = sorted((ROOT / "models" / "samples").glob("*.wav"))
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("eval_kws", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ev = load_tool()
+
+
+def test_engine_and_voice_from_the_speaker_id():
+    assert ev.engine_of("yes/fest-kal_f110_nohash_0.wav") == "festival"
+    assert ev.engine_of("yes/hts-slt_pm2_nohash_3.wav") == "festival-hts"
+    assert ev.engine_of("no/flite-rms_f100_nohash_1.wav") == "flite"
+    assert ev.engine_of("no/en-us_m3_nohash_1.wav") == "espeak"
+    assert ev.voice_of("no/flite-rms_f100_nohash_1.wav") == "flite-rms"
+
+
+def test_summary_counts_exact_events_and_labels():
+    rows = [
+        {"truth": "yes", "label_after_silence": "yes", "label_at_end": "yes", "events": ["yes"], "events_exact": True},
+        {"truth": "no", "label_after_silence": "go", "label_at_end": "no", "events": [], "events_exact": False},
+        {"truth": "_unknown_", "label_after_silence": "_unknown_", "label_at_end": "_unknown_", "events": ["go"],
+         "events_exact": False},
+        {"truth": "_silence_", "label_after_silence": "_silence_", "label_at_end": "_silence_", "events": [],
+         "events_exact": True},
+    ]
+    s = ev.summarise(rows)
+    assert (s["clip_label"], s["clip_label_at_end"], s["events_exact"]) == (0.75, 1.0, 0.5)
+    assert (s["events_exact_keywords"], s["keyword_missed"], s["events_on_non_keywords"]) == (0.5, 0.5, 1)
+    labels = ["_silence_", "_unknown_", "go", "no", "yes"]
+    m = np.array(ev.confusion([{**r} for r in rows], labels))
+    assert m.sum() == 4 and m[3, 2] == 1 and np.trace(m) == 3
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """The shipped samples as test clips of two engines, plus silence and a stretch of noise."""
+    if not MODEL.is_file() or not SAMPLES:
+        pytest.skip("models/kws.onnx or models/samples/*.wav absent")
+    root = tmp_path_factory.mktemp("evalset")
+    rels = []
+    for i, path in enumerate(SAMPLES):
+        speaker = "en-us_m1" if i % 2 else "fest-kal_f100"
+        (root / path.stem).mkdir()
+        shutil.copy(path, root / path.stem / f"{speaker}_nohash_0.wav")
+        rels.append(f"{path.stem}/{speaker}_nohash_0.wav")
+    (root / "_silence_").mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(3):
+        write_wav(root / f"_silence_/en-us_m1_nohash_{n}.wav", (rng.standard_normal(16000) * 0.003).astype(np.float32), 16000)
+        rels.append(f"_silence_/en-us_m1_nohash_{n}.wav")
+    write_wav(root / "_silence_/fest-kal_f100_nohash_0.wav", np.zeros(16000, np.float32), 16000)
+    rels.append("_silence_/fest-kal_f100_nohash_0.wav")
+    (root / "testing_list.txt").write_text("\n".join(rels) + "\n")
+    return root
+
+
+def test_shipped_model_on_its_samples(folder, tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "c.png"
+    assert ev.main(["--model", str(MODEL), "--data", str(folder), "--json", str(out), "--plot", str(png),
+                    "--no-timing"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["engines"]) == {"espeak", "festival"}
+    o = report["overall"]
+    assert o["clips"] == len(SAMPLES) + 4 and o["keyword_clips"] == len(SAMPLES)
+    assert o["clip_label_at_end"] == 1.0  # every shipped sample is labelled right (test_classify checks it too)
+    assert o["clip_label"] >= 0.9  # and the label holds through 1 s of digital silence
+    assert report["false_events"]["clips"] == 4 and report["false_events"]["seconds"] == 4.0
+    assert {"onnx_bytes", "parameters"} <= set(report["size"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(r["truth"] == r["clip"].split("/")[0] for r in report["clips"])
+
+
+def test_speed_is_measured(folder):
+    s = ev.speed(ev.Scorer(str(MODEL)), frames=300)
+    assert 0 < s["us_per_frame_model"] <= s["us_per_frame_with_frontend"] and s["realtime_factor"] < 1
