@@ -20,7 +20,7 @@ def _free_port() -> int:
 
 
 def _train(tmp_path, name, launcher):
-    args = ["train", "--task", "forecast", "--steps", "150", "--eval-every", "50", "--batch-size", "32", "--threads", "1",
+    args = ["train", "--task", "forecast", "--steps", "150", "--eval-every", "50", "--batch-size", "32", "--threads", "1", "--hidden", "32",
             "-o", tmp_path / f"{name}.pt", "--metrics-json", tmp_path / f"{name}.json"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     r = subprocess.run([*launcher, "-m", "edgernn", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)

@@ -140,7 +140,7 @@ def test_refusals():
     model = _model()
     with pytest.raises(InputError, match="scalar"):
         diagnostics.hidden_grad_norms(model, x, y, lambda pred, target: pred ** 2)
-    with pytest.raises(InputError, match=r"\(N, L, F\)"):
+    with pytest.raises(InputError, match=r"\(batch, length, features\)"):
         diagnostics.hidden_grad_norms(model, x[0], y, _mse(model))
 
 
