@@ -365,9 +365,9 @@ def _finish(rt, o, drive, printer, *, seconds, mic=None) -> None:
     parts = [f"summary: {o['input_'] if mic is None else 'mic ' + repr(mic.device.name)}"]
     if seconds is not None:
         parts.append(f"{seconds:.2f} s of audio" + (f" at {mic.sample_rate} Hz" if mic else ""))
-    parts.append(f"{drive.frames} frames")
+    parts.append(plural(drive.frames, "frame"))
     if printer.detector is not None:
-        parts.append(f"{printer.events} events")
+        parts.append(plural(printer.events, "event"))
     if mic is not None:
         parts.append(mic.snapshot().summary())
     click.echo(", ".join(parts), err=True)
