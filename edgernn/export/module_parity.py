@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from edgernn.core.errors import ParityError
+from edgernn.export import parity
 from edgernn.export.parity import BATCHES, LENGTHS, STEPS, TOLERANCE
 from edgernn.export.streamify import Streaming, first_tensor
 from edgernn.runtime import signature
@@ -153,8 +154,5 @@ def check(stream: Streaming, onnx_model, inp: Input, **kw) -> dict:
         raise ParityError(f"the ONNX model does not accept this module's inputs ({str(e).splitlines()[0][:200]}); "
                           "expected the file exported from this module") from e
     if not report["ok"]:
-        worst = max(report["cases"], key=lambda c: c["err"])
-        raise ParityError(f"parity FAILED: max error {report['max_abs_err']:.3g} > tolerance {report['tolerance']:g} "
-                          f"(worst case length {worst['length']}, batch {worst['batch']}; "
-                          f"stepped {report.get('step_max_abs_err', 'n/a')}); no file written", report)
+        raise parity.failed(report)
     return report

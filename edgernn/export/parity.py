@@ -90,11 +90,16 @@ def check(model: RNNModel, onnx_model, *, progress: Callable[[int, int], None] |
         raise ParityError(f"the ONNX model does not accept this model's inputs ({str(e).splitlines()[0][:200]}); "
                           "expected the file exported from this checkpoint") from e
     if not report["ok"]:
-        worst = max(report["cases"], key=lambda c: c["err"])
-        raise ParityError(f"parity FAILED: max error {report['max_abs_err']:.3g} > tolerance {report['tolerance']:g} "
-                          f"(worst case length {worst['length']}, batch {worst['batch']}; "
-                          f"stepped {report.get('step_max_abs_err', 'n/a')}); no file written", report)
+        raise failed(report)
     return report
+
+
+def failed(report: dict) -> ParityError:
+    """The one parity-failure message: the worst case and the stepped error, nothing written."""
+    worst = max(report["cases"], key=lambda c: c["err"])
+    return ParityError(f"parity FAILED: max error {report['max_abs_err']:.3g} > tolerance {report['tolerance']:g} "
+                       f"(worst case length {worst['length']}, batch {worst['batch']}; "
+                       f"stepped {report.get('step_max_abs_err', 'n/a')}); no file written", report)
 
 
 def summary(report: dict) -> dict:
