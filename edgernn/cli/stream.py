@@ -241,10 +241,11 @@ def stream(**o):
         from edgernn.cli import info
 
         click.echo(info.pairing_lines(rt), err=True)
-    if is_wav and not (rt.meta or {}).get("frontend") and framer is None and rt.signature.frame_shape == (1,):
+    raw_audio = is_wav and not (rt.meta or {}).get("frontend") and framer is None  # samples straight in
+    if raw_audio and rt.signature.frame_shape == (1,):
         click.echo(f"warning: {o['input_']}: this model has no audio front end; its raw samples go in one per step "
                    "(a model that takes windows of samples: --window and --hop)", err=True)
-    elif is_wav and not (rt.meta or {}).get("frontend") and framer is None:
+    elif raw_audio:
         raise InputError(f"{o['input_']}: audio, but this model has no audio front end (its metadata names none) "
                          f"and takes {_frame_words(rt)}; expected frames as .csv or .npy, or --window and --hop "
                          "(samples per window and per step) for a model that takes windows of raw samples")

@@ -39,20 +39,14 @@ class CallStepper:
         feed, x_name, outs = dict(sig.constants), sig.x, sig.outputs
         names = [p.input for p in sig.states]
 
-        raw = getattr(run, "raw", None)  # native.fast_run's binding call, without its wrapper
+        # every run here takes (outputs, feed, run_options); fast_run's binding call without its wrapper
+        run = getattr(run, "raw", run)
 
-        if raw is not None:
-            def call(x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:  # a closure: no attribute reads
-                feed.update(state)
-                feed[x_name] = x
-                out = raw(outs, feed, None)
-                return out[0], dict(zip(names, out[1:]))
-        else:
-            def call(x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
-                feed.update(state)
-                feed[x_name] = x
-                out = run(outs, feed)
-                return out[0], dict(zip(names, out[1:]))
+        def call(x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:  # a closure: no attribute reads
+            feed.update(state)
+            feed[x_name] = x
+            out = run(outs, feed, None)
+            return out[0], dict(zip(names, out[1:]))
         self.run = call
         isfinite, vdot = math.isfinite, np.vdot
 

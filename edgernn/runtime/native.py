@@ -79,7 +79,7 @@ def fast_run(session):
     inner = getattr(session, "_sess", None)
     if inner is not None and callable(getattr(inner, "run", None)):
         run = inner.run
-        call = lambda outputs, feed: run(outputs, feed, None)  # noqa: E731
+        call = lambda outputs, feed, run_options=None: run(outputs, feed, run_options)  # noqa: E731
         call.raw = run  # (outputs, feed, run_options): for loops that cannot afford the extra frame
         return call
     return session.run
