@@ -10,7 +10,8 @@ import pytest
 
 from conftest import ROOT, run_torch_free
 from edgernn.audio.wav import write_wav
-from edgernn.train.classify import ClassifyTask, clip_features, clips_features, hash_held_out, speaker_of
+from edgernn.train.classify import (ClassifyTask, _band_centres, clip_features, clips_features, hash_held_out,
+                                    speaker_of)
 from edgernn.core.errors import InputError
 from edgernn.audio.frontend import LogMel
 
@@ -223,3 +224,22 @@ print(json.dumps(out))
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert {Path(p).stem: label for p, label in got.items()} == {p.stem: p.stem for p in SAMPLES}
+
+
+def test_warp_moves_formants_by_the_factor(tmp_path):
+    """A pure tone's peak band moves to where the tone times the factor falls; half the examples are left alone."""
+    task = task_of(make_set(tmp_path), warp=0.25, mask_bands=0, gain_db=0.0)
+    fe = LogMel()  # 40 bands: fine enough to see a 25 % shift
+    tone = np.sin(2 * np.pi * 1000.0 * np.arange(RATE) / RATE)
+    x = np.repeat(fe.compute(tone)[None], 400, axis=0)  # (N, L, M), the same frames 400 times
+    task._centres_hz = _band_centres(fe)
+    warped = task._warp(np.random.default_rng(0), x)
+    assert warped.shape == x.shape and np.isfinite(warped).all()
+    same = np.all(warped == x, axis=(1, 2))
+    assert 0.35 < same.mean() < 0.65  # about half untouched
+    centres = task._centres_hz
+    peak_hz = centres[np.argmax(warped[~same, 50], axis=-1)]  # (n,) where each warped tone landed
+    assert peak_hz.min() >= 1000.0 / 1.25 * 0.9 and peak_hz.max() <= 1000.0 * 1.25 * 1.1
+    assert peak_hz.min() < 900.0 and peak_hz.max() > 1100.0  # both directions, not just one
+    with pytest.raises(InputError, match="warp=-1"):
+        task_of(tmp_path, warp=-1.0)

@@ -79,6 +79,17 @@ def clips_features(paths, frontend: LogMel = LogMel(), *, seconds: float) -> np.
     return out
 
 
+def _hz_to_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
+
+
+def _band_centres(frontend: LogMel) -> np.ndarray:
+    """(M,) centre frequency in Hz of each mel band: evenly spaced on the HTK mel scale."""
+    lo, hi = _hz_to_mel(frontend.fmin), _hz_to_mel(frontend.fmax)
+    mel = lo + (hi - lo) * np.arange(1, frontend.mels + 1) / (frontend.mels + 1)
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
 def speaker_of(path) -> str:
     """The speaker id of a clip: the file name before `_nohash_` (the whole stem without it)."""
     stem = Path(path).stem
@@ -178,6 +189,10 @@ class ClassifyTask:
         gain_db: each training clip and its context get a random gain of +-gain_db (log domain).
         mask_bands: each training example has up to this many adjacent mel bands set to their
             mean (SpecAugment's frequency mask), so no single band decides.
+        warp: vocal tract length perturbation: half the training examples have their frequency
+            axis scaled by a factor drawn log-uniformly in [1 / (1 + warp), 1 + warp] (formants move
+            up or down together, as between a long and a short vocal tract), read off the mel bands
+            by linear interpolation. 0 turns it off.
         val_fraction: speakers held out when there is no validation_list.txt.
     """
 
@@ -189,12 +204,13 @@ class ClassifyTask:
 
     def __init__(self, data_dir, *, frontend: LogMel = LogMel(), seed: int = 0, clip_seconds: float = 1.0,
                  context: float = 1.0, gain_db: float = 6.0, mask_bands: int = 6, val_fraction: float = 0.2,
-                 trailing: float = 0.0):
+                 trailing: float = 0.0, warp: float = 0.0):
         if not 0.0 < val_fraction < 1.0:
             raise InputError(f"val_fraction={val_fraction}; expected a fraction between 0 and 1, e.g. 0.2")
-        if clip_seconds <= 0 or context < 0 or gain_db < 0 or mask_bands < 0 or trailing < 0:
+        if clip_seconds <= 0 or context < 0 or gain_db < 0 or mask_bands < 0 or trailing < 0 or not warp >= 0:
             raise InputError(f"clip_seconds={clip_seconds}, context={context}, gain_db={gain_db}, mask_bands="
-                             f"{mask_bands}, trailing={trailing}; expected clip_seconds > 0 and the others >= 0")
+                             f"{mask_bands}, trailing={trailing}, warp={warp}; expected clip_seconds > 0 and the "
+                             "others >= 0")
         if frontend.frames(int(round(clip_seconds * frontend.sample_rate))) < 1:
             raise InputError(f"clip_seconds={clip_seconds} is shorter than one hop ({frontend.hop} samples at "
                              f"{frontend.sample_rate} Hz); expected clips of at least one frame, e.g. 1.0")
@@ -226,6 +242,8 @@ class ClassifyTask:
         self.mask_bands = min(int(mask_bands), frontend.mels - 1)
         self._stats = self._band_stats()
         self._band_mean = self._stats[0].astype(np.float32)  # (M,): what a masked band becomes
+        self.warp = float(warp)
+        self._centres_hz = _band_centres(frontend)  # (M,) Hz, for the warp
         counts = np.bincount(self.targets[self._train], minlength=len(self.labels))
         self.majority = int(np.argmax(counts))
 
@@ -255,6 +273,8 @@ class ClassifyTask:
             start = rng.integers(0, self.features.shape[1] - p + 1, n)
             before = self.features[source[:, None], start[:, None] + np.arange(p)]  # (N, P, M)
             x = np.concatenate([self._gain(rng, before), x], axis=1)
+        if self.warp:
+            x = self._warp(rng, x)
         q = int(rng.integers(0, self.trailing_frames + 1)) if self.trailing_frames else 0
         self.label_frames = q + 1  # the clip's last frame and the silence after it: the loss reads them all
         if q:
@@ -272,6 +292,19 @@ class ClassifyTask:
             frames = self.features[src[:, None], np.arange(q)[None, :] % self.features.shape[1]]
             out[noisy] = self._gain(rng, frames[noisy])
         return out
+
+    def _warp(self, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+        """Half the examples with their spectrum S(f) replaced by S(f / a), a log-uniform in 1 +- warp."""
+        n, m = len(x), x.shape[-1]
+        span = np.log1p(self.warp)
+        alpha = np.where(rng.random(n) < 0.5, np.exp(rng.uniform(-span, span, n)), 1.0)  # (N,)
+        source_hz = self._centres_hz[None, :] / alpha[:, None]  # (N, M): where band k reads from
+        pos = np.interp(_hz_to_mel(source_hz), _hz_to_mel(self._centres_hz), np.arange(m))  # clamps at the ends
+        lo = np.minimum(pos.astype(np.int64), m - 1)
+        hi = np.minimum(lo + 1, m - 1)
+        w = (pos - lo).astype(np.float32)[:, None, :]  # (N, 1, M)
+        take = lambda idx: np.take_along_axis(x, np.broadcast_to(idx[:, None, :], x.shape), axis=2)  # noqa: E731
+        return take(lo) * (1.0 - w) + take(hi) * w
 
     def _mask(self, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
         """Up to `mask_bands` adjacent bands per example replaced by their training mean."""
