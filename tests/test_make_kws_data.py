@@ -238,3 +238,71 @@ def test_test_voices_are_test_only(tmp_path):
     en029 = {p for p in wav_files(out) if speaker_of(p).startswith("en-029")}
     assert en029 and en029 <= test and test - en029  # the voice's clips, and other test speakers
     assert kws.main([str(tmp_path / "bad"), *TINY, "--test-voices", "flite:nobody"]) == 2
+
+
+def fake_recordings(root: Path, *, speakers: int = 10) -> Path:
+    """A Speech Commands folder: per speaker one `yes` and one `_unknown_` clip, a tone burst in noise."""
+    rng = np.random.default_rng(0)
+    for label in ("yes", "_unknown_"):
+        (root / label).mkdir(parents=True)
+        for s in range(speakers):
+            t = np.arange(16000) / 16000
+            burst = np.sin(2 * np.pi * (200 + 40 * s) * t) * ((t > 0.3) & (t < 0.6))
+            x = 0.5 * burst + 0.003 * rng.standard_normal(len(t))
+            with wave.open(str(root / label / f"{s:08x}_nohash_0.wav"), "wb") as f:
+                f.setnchannels(1), f.setsampwidth(2), f.setframerate(16000)
+                f.writeframes(np.round(x * 32767).astype("<i2").tobytes())
+    return root
+
+
+def test_recordings_are_split_by_speaker_and_copied_in_train(tmp_path):
+    need_espeak()
+    out = tmp_path / "data"
+    rec = fake_recordings(tmp_path / "rec")
+    args = [str(out), *TINY, "--words", "yes", "--recordings", str(rec), "--recording-copies", "2"]
+    assert kws.main(args) == 0
+    files = [p for p in wav_files(out) if speaker_of(p).startswith("rec-")]
+    val = set((out / "validation_list.txt").read_text().split())
+    test = set((out / "testing_list.txt").read_text().split())
+    split_of = {}
+    for p in files:
+        split = "validation" if p in val else "test" if p in test else "train"
+        assert split_of.setdefault(speaker_of(p), split) == split, p  # a speaker is in one split only
+    assert set(split_of.values()) == {"train", "validation", "test"}
+    for who, split in split_of.items():
+        for label in ("yes", "_unknown_"):
+            mine = [p for p in files if p.startswith(f"{label}/{who}_nohash_")]
+            assert len(mine) == (2 if split == "train" else 1), (who, label, mine)
+    # the burst was trimmed and placed again in a 1 s clip
+    _, x = read_wav(out / files[0])
+    assert len(x) == 16000 and 0.02 < np.abs(x).max() <= 1.0  # peaks are drawn from -30 to -1 dBFS
+    assert "recordings:" in (out / "README.txt").read_text()
+
+
+def test_bad_recordings_folder_is_one_line(tmp_path, capsys):
+    need_espeak()
+    assert kws.main([str(tmp_path / "out"), *TINY, "--recordings", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("make_kws_data: error: --recordings") and "no such folder" in err[-1]
+    (tmp_path / "empty" / "yes").mkdir(parents=True)
+    assert kws.main([str(tmp_path / "out"), *TINY, "--recordings", str(tmp_path / "empty")]) == 2
+    assert "no WAV files" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_festival_intl_voices_say_only_their_checked_spellings(tmp_path):
+    need("festival")
+    if not any((Path("/usr/share/festival/voices") / lang / voice).is_dir() for lang, voice in
+               (("finnish", "suo_fi_lj_diphone"), ("czech", "czech_dita"), ("italian", "lp_diphone"))):
+        pytest.skip("no festival voice of another language (apt-get install festvox-suopuhe-lj)")
+    out = tmp_path / "intl"
+    assert kws.main([str(out), "--per-class", "8", "--words", "right,yes", "--engines", "festival-intl"]) == 0
+    files = wav_files(out)
+    voices = {label: {speaker_of(p).split("_")[0][len("intl-"):] for p in files if p.startswith(label + "/")}
+              for label in ("right", "yes", "_unknown_")}
+    assert voices["right"] and all("right" in kws.INTL_SPELLINGS[v] for v in voices["right"])
+    assert voices["yes"] and voices["_unknown_"]
+    for p, data in files.items():
+        if not p.startswith("_silence_"):
+            _, x = read_wav(out / p)
+            assert np.abs(x).max() > 0.02, p

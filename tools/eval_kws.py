@@ -37,7 +37,7 @@ from edgernn.audio.wav import read_wav  # noqa: E402
 from edgernn.runtime import Runtime  # noqa: E402
 from edgernn.runtime.events import IGNORED, EventDetector, EventOptions, frame_loudness  # noqa: E402
 
-PREFIXES = (("fest-", "festival"), ("hts-", "festival-hts"), ("flite-", "flite"))
+PREFIXES = (("fest-", "festival"), ("hts-", "festival-hts"), ("flite-", "flite"), ("intl-", "festival-intl"), ("rec-", "recorded"))
 TARGETS = {"clip_label": 0.95, "events_exact": 0.90, "false_per_10min": 2.0}
 
 

@@ -59,6 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # edgernn.audio from a checkout
 from edgernn.audio import augment  # noqa: E402  (numpy only: no torch)
+from edgernn.audio.wav import read_wav  # noqa: E402
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # 1.0 s clips
@@ -84,13 +85,35 @@ VOICES = (
 )  # fmt: skip
 FESTIVAL_VOICES = {"kal": "kal_diphone", "ked": "ked_diphone"}
 HTS_VOICES = {"slt": "cmu_us_slt_arctic_hts"}
+# Festival's voices of other languages (real speakers' diphones/units) saying the keywords in their
+# own spelling, as accented speakers: only the (voice, spelling) pairs that pocketsphinx's US English
+# model heard as the keyword (a closed grammar of the keywords and the near misses) are used.
+INTL_VOICES = {  # name: (festival voice, Debian package, sex)
+    "lp": ("lp_diphone", "festvox-italp16k", "f"), "pc": ("pc_diphone", "festvox-itapc16k", "m"),
+    "lj": ("suo_fi_lj_diphone", "festvox-suopuhe-lj", "f"), "mv": ("hy_fi_mv_diphone", "festvox-suopuhe-mv", "m"),
+    "dita": ("czech_dita", "festvox-czech-dita", "f"), "nsh": ("msu_ru_nsh_clunits", "festvox-ru", "m"),
+}
+INTL_SPELLINGS = {
+    "lp": {"yes": ("iess", "jes"), "no": ("nou",), "up": ("ap",), "on": ("on", "onn"), "stop": ("stop", "stopp"),
+           "go": ("gou",)},
+    "pc": {"yes": ("ies", "iess", "jes", "yes"), "up": ("up",), "on": ("on",), "off": ("of", "off")},
+    "lj": {"yes": ("jes", "jess", "yes"), "up": ("ap", "app"), "down": ("dauun",), "right": ("rait",),
+           "on": ("on", "oon"), "off": ("of", "off", "oof"), "stop": ("stop", "stopp"), "go": ("gou", "goou")},
+    "mv": {"yes": ("yes",), "no": ("nou",), "up": ("ap", "app", "up"), "on": ("on", "onn", "oon"), "off": ("of",)},
+    "dita": {"yes": ("jes", "jess", "yes"), "no": ("no",), "up": ("ap", "up"), "down": ("daun",), "left": ("lefd",),
+             "on": ("onn",), "stop": ("stopp",)},
+    "nsh": {"yes": ("йес", "ес", "йэс"), "no": ("ноу", "но"), "left": ("лэфт",), "stop": ("стоп",), "go": ("гоу",)},
+}
+# What they say for _unknown_: words of several syllables, far from every keyword in any accent.
+INTL_UNKNOWN = ("zero", "seven", "happy", "marvin", "sheila", "monkey", "yellow", "window", "garden", "doctor",
+                "tiger", "paper", "banana", "lemon", "tomato", "piano")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_F0 = (70, 85, 100, 115, 130, 150, 175, 200, 230)  # target F0 means, Hz
 FLITE_F0 = (80, 100, 130, 170, 210)
 HTS_SEMITONES = (-4, -2, 0, 2, 4)
 STRETCH = (0.8, 0.9, 1.0, 1.15, 1.3)  # Festival/Flite duration stretch, one drawn per clip
-ENGINES = ("espeak", "festival", "festival-hts", "flite")
-ENGINE_SHARE = {"espeak": 0.65, "festival": 0.35, "festival-hts": 0.35, "flite": 0.35}
+ENGINES = ("espeak", "festival", "festival-hts", "flite", "festival-intl", "recorded")  # new ones last: splits keep
+ENGINE_SHARE = {"espeak": 0.65, "festival": 0.35, "festival-hts": 0.35, "flite": 0.35, "festival-intl": 0.35}
 
 SPEED_WPM = (110, 240)  # espeak-ng -s
 PITCH = (10, 90)  # espeak-ng -p
@@ -110,7 +133,9 @@ SILENCE_DBFS = (-96.0, -25.0)  # down to below one LSB: near-digital silence
 ESPEAK_MISSING = "espeak-ng not found; install it with apt-get install espeak-ng"
 MISSING = {"festival": "festival or its voices not found; apt-get install festival festvox-kallpc16k festvox-kdlpc16k",
            "festival-hts": "festival's HTS voice not found; apt-get install festival festvox-us-slt-hts",
-           "flite": "flite not found; apt-get install flite"}
+           "flite": "flite not found; apt-get install flite",
+           "festival-intl": "festival's voices of other languages not found; apt-get install festival "
+                            + " ".join(v[1] for v in INTL_VOICES.values())}
 
 
 class ToolError(Exception):
@@ -131,7 +156,8 @@ class Speaker:
 
     @property
     def id(self) -> str:  # safe in a file name, and free of "_nohash_"
-        prefix = {"espeak": "", "festival": "fest-", "festival-hts": "hts-", "flite": "flite-"}[self.engine]
+        prefix = {"espeak": "", "festival": "fest-", "festival-hts": "hts-", "flite": "flite-",
+                  "festival-intl": "intl-", "recorded": "rec-"}[self.engine]
         name = f"{self.voice}_{self.variant}" if self.variant else self.voice
         return prefix + re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
@@ -144,6 +170,7 @@ class Clip:
     number: int  # n in <speaker>_nohash_<n>.wav, counted per (class, speaker)
     seed: tuple[int, ...]  # everything random about this clip derives from it
     split: str  # "train", "validation" or "test"
+    source: str | None = None  # engine "recorded": the WAV file the word comes from
 
     @property
     def relpath(self) -> str:
@@ -156,6 +183,13 @@ class Clip:
     @property
     def stretch(self) -> float:  # drawn apart from the rest: Festival speaks every word first
         return float(np.random.default_rng((*self.seed, 1)).choice(STRETCH))
+
+    @property
+    def text(self) -> str | None:
+        """What the engine is given: the word, or for festival-intl one of its voice's spellings of it."""
+        if self.speaker.engine != "festival-intl" or self.word not in KEYWORDS:
+            return self.word
+        return str(np.random.default_rng((*self.seed, 2)).choice(INTL_SPELLINGS[self.speaker.voice][self.word]))
 
 
 def find_espeak() -> str:
@@ -201,6 +235,11 @@ def _festival_dirs() -> set[str]:
 def engine_speakers(engine: str, exes: dict) -> list[Speaker]:
     if engine == "espeak":
         return espeak_speakers(exes["espeak"])
+    if engine == "festival-intl":
+        voices = [v for v, (d, _, _) in INTL_VOICES.items() if d in _festival_dirs()]
+        if not exes.get("festival") or not voices:
+            raise ToolError(MISSING[engine])
+        return [Speaker(v, semitone_variant(s), engine) for v in voices for s in HTS_SEMITONES]
     if engine in ("festival", "festival-hts"):
         table = FESTIVAL_VOICES if engine == "festival" else HTS_VOICES
         voices = [v for v, d in table.items() if d in _festival_dirs()]
@@ -208,13 +247,28 @@ def engine_speakers(engine: str, exes: dict) -> list[Speaker]:
             raise ToolError(MISSING[engine])
         if engine == "festival":
             return [Speaker(v, f"f{f0}", engine) for v in voices for f0 in FESTIVAL_F0]
-        return [Speaker(v, f"p{'m' if s < 0 else 'p' if s > 0 else ''}{abs(s)}", engine) for v in voices for s in HTS_SEMITONES]
+        return [Speaker(v, semitone_variant(s), engine) for v in voices for s in HTS_SEMITONES]
     if engine == "flite":
         if not exes.get("flite"):
             raise ToolError(MISSING[engine])
         listed = subprocess.run([exes["flite"], "-lv"], capture_output=True, text=True).stdout.split()
         return [Speaker(v, f"f{f0}", engine) for v in FLITE_VOICES if v in listed for f0 in FLITE_F0]
     raise ToolError(f"engine {engine!r}; expected one of {', '.join(ENGINES)}")
+
+
+def semitone_variant(semitones: int) -> str:
+    return f"p{'m' if semitones < 0 else 'p' if semitones > 0 else ''}{abs(semitones)}"
+
+
+def variant_semitones(variant: str) -> int:
+    return int(variant[2:] or 0) * (-1 if variant.startswith("pm") else 1)
+
+
+def can_say(speaker: Speaker, word: str | None) -> bool:
+    """Whether the speaker's engine speaks `word` (festival-intl: its keywords and INTL_UNKNOWN only)."""
+    if speaker.engine != "festival-intl" or word is None:
+        return True
+    return word in INTL_SPELLINGS[speaker.voice] or word in INTL_UNKNOWN
 
 
 def parse_wav(data: bytes) -> tuple[int, np.ndarray]:
@@ -253,7 +307,7 @@ def speak_flite(exe: str, word: str, speaker: Speaker, *, stretch: float) -> np.
 
 def festival_batch(exe: str, speaker: Speaker, items: list[tuple[str, float]], tmp: Path) -> dict:
     """{(word, stretch): samples} for one Festival speaker, all spoken by one festival process."""
-    voice = (FESTIVAL_VOICES | HTS_VOICES)[speaker.voice]
+    voice = INTL_VOICES[speaker.voice][0] if speaker.engine == "festival-intl" else (FESTIVAL_VOICES | HTS_VOICES)[speaker.voice]
     lines = [f"(voice_{voice})"]
     if speaker.engine == "festival":  # the diphone voices' F0 model: move its target mean
         f0 = int(speaker.variant[1:])
@@ -266,7 +320,7 @@ def festival_batch(exe: str, speaker: Speaker, items: list[tuple[str, float]], t
         lines.append(f"(Parameter.set 'Duration_Stretch {stretch})")
         lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{word}")) "{path}" \'riff)')
     script = tmp / f"{speaker.id}.scm"
-    script.write_text("\n".join(lines) + "\n")
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
     _run([exe, "-b", str(script)], f"festival -b {script} ({speaker.spec})")
     out = {}
     for key, path in files.items():
@@ -280,27 +334,28 @@ class Synth:
     """The engines' programs, and Festival's words spoken ahead of the clips."""
 
     exes: dict
-    cache: dict = field(default_factory=dict)  # (speaker, word, stretch) -> samples
+    cache: dict = field(default_factory=dict)  # (speaker, text, stretch) -> samples
 
     def word(self, clip: Clip, rng: np.random.Generator) -> np.ndarray:
         sp = clip.speaker
         if sp.engine == "espeak":
             speed, pitch = int(rng.integers(*SPEED_WPM, endpoint=True)), int(rng.integers(*PITCH))
             return speak(self.exes["espeak"], clip.word, sp, speed=speed, pitch=pitch)
+        if sp.engine == "recorded":
+            return trim_silence(read_wav(clip.source, sample_rate=SAMPLE_RATE)[0].astype(np.float64), floor_db=-30.0)
         if sp.engine == "flite":
             return speak_flite(self.exes["flite"], clip.word, sp, stretch=clip.stretch)
-        audio = self.cache[(sp, clip.word, clip.stretch)]
-        if sp.engine == "festival-hts":
-            semis = int(sp.variant[2:] or 0) * (-1 if sp.variant.startswith("pm") else 1)
-            audio = augment.pitch(audio, semis)
+        audio = self.cache[(sp, clip.text, clip.stretch)]
+        if sp.engine in ("festival-hts", "festival-intl"):
+            audio = augment.pitch(audio, variant_semitones(sp.variant))
         return audio
 
     def prepare(self, clips: list[Clip], *, jobs: int) -> None:
         """Speak every Festival word the clips need, one festival process per speaker."""
         need: dict[Speaker, set] = {}
         for c in clips:
-            if c.word is not None and c.speaker.engine in ("festival", "festival-hts"):
-                need.setdefault(c.speaker, set()).add((c.word, c.stretch))
+            if c.word is not None and c.speaker.engine.startswith("festival"):
+                need.setdefault(c.speaker, set()).add((c.text, c.stretch))
         if not need:
             return
         with tempfile.TemporaryDirectory(prefix="kws-festival-") as tmp, ThreadPoolExecutor(jobs) as pool:
@@ -474,24 +529,59 @@ def plan_class(label: str, words: list, speakers: list[Speaker], splits: dict, *
     return clips
 
 
+def recordings(root: Path, labels: list[str]) -> dict[Speaker, list[tuple[str, Path]]]:
+    """{speaker: [(label, wav)]} of a Speech Commands folder's classes among `labels` (its other
+    words count as _unknown_ only if it has an _unknown_ folder)."""
+    if not root.is_dir():
+        raise ToolError(f"--recordings {root}: no such folder; expected DIR/<class>/<speaker>_nohash_<n>.wav")
+    out: dict[Speaker, list] = {}
+    for label in labels:
+        for path in sorted((root / label).glob("*.wav")) if (root / label).is_dir() else ():
+            who = re.sub(r"[^A-Za-z0-9-]", "-", path.stem.split("_nohash_")[0])
+            out.setdefault(Speaker(who, "", "recorded"), []).append((label, path))
+    if not out:
+        raise ToolError(f"--recordings {root}: no WAV files in folders named {', '.join(labels)}; expected "
+                        "DIR/<class>/<speaker>_nohash_<n>.wav (the Speech Commands layout)")
+    return out
+
+
+def plan_recorded(recorded: dict, splits: dict, *, seed: int, copies: int) -> list[Clip]:
+    """Every recording once (`copies` times in the train split, each with its own augmentation)."""
+    clips, counts = [], {}
+    for i, (speaker, items) in enumerate(sorted(recorded.items(), key=lambda kv: kv[0].voice)):
+        for j, (label, path) in enumerate(items):
+            for c in range(copies if splits[speaker] == "train" else 1):
+                key = (label, speaker)
+                counts[key] = counts.get(key, -1) + 1
+                clips.append(Clip(label, label, speaker, counts[key], (seed, 0x5EC, i, j, c), splits[speaker],
+                                  os.fspath(path)))
+    return clips
+
+
 def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, unseen_n: int, seed: int):
     """Classes in TensorFlow Speech Commands order, and every clip to make."""
     classes = [SILENCE, UNKNOWN, *keywords]
     words = {SILENCE: [None], UNKNOWN: list(UNKNOWN_WORDS)}
-    engines = [e for e in ENGINES if any(s.engine == e for s in speakers)]
+    engines = [e for e in ENGINES if e != "recorded" and any(s.engine == e for s in speakers)]
     seen = [e for e in engines if any(splits[s] != "test" for s in speakers if s.engine == e)]
     share = {e: ENGINE_SHARE[e] / sum(ENGINE_SHARE[x] for x in seen) for e in seen}
     clips = []
     for k, label in enumerate(classes):
-        left = n
+        groups, quota = {}, {}
+        for engine in engines:
+            mine = list(INTL_UNKNOWN) if engine == "festival-intl" and label == UNKNOWN else words.get(label, [label])
+            voices = {s.voice for s in speakers if s.engine == engine}
+            group = [s for s in speakers if s.engine == engine and any(can_say(s, w) for w in mine)]
+            groups[engine] = mine, group
+            # an engine whose voices do not all say the word gets that share of its quota, so no
+            # voice stands for a word alone
+            cover = len({s.voice for s in group}) / max(len(voices), 1)
+            quota[engine] = round(n * share[engine] * cover) if engine in share else unseen_n * bool(group)
+        quota[seen[0]] += n - sum(quota[e] for e in seen)  # the rounding and the uncovered part
         for j, engine in enumerate(engines):
-            group = [s for s in speakers if s.engine == engine]
-            if engine in share:
-                m = left if engine == seen[-1] else round(n * share[engine])
-                left -= m
-            else:
-                m = unseen_n
-            clips += plan_class(label, words.get(label, [label]), group, splits, n=m, seed=(seed, k, j))
+            mine, group = groups[engine]
+            if group and quota[engine] > 0:
+                clips += plan_class(label, mine, group, splits, n=quota[engine], seed=(seed, k, j))
     return classes, clips
 
 
@@ -593,7 +683,7 @@ def find_engines(engines: list[str]) -> tuple[dict, dict]:
     if "espeak" in engines:
         exes["espeak"] = find_espeak()
         versions["espeak-ng"] = tool_version(exes["espeak"], "--version")
-    if {"festival", "festival-hts"} & set(engines):
+    if {"festival", "festival-hts", "festival-intl"} & set(engines):
         exes["festival"] = shutil.which("festival")
         if exes["festival"]:
             versions["festival"] = tool_version(exes["festival"], "--version")
@@ -616,10 +706,15 @@ def _build(args: argparse.Namespace, *, command: str) -> Path:
     engines = list(dict.fromkeys(args.engines + args.unseen))
     exes, versions = find_engines(engines)
     speakers = [s for e in engines for s in engine_speakers(e, exes)]
+    recorded = recordings(Path(args.recordings), [UNKNOWN, *args.words]) if args.recordings else {}
+    if recorded:
+        versions["recordings"] = f"{args.recordings} ({sum(map(len, recorded.values()))} files, {len(recorded)} speakers)"
+    speakers += sorted(recorded, key=lambda s: s.voice)
     splits = split_speakers(speakers, unseen=set(args.unseen), names=args.val_voices, val_fraction=args.val_fraction,
                             test_fraction=args.test_fraction, seed=args.seed, test_names=args.test_voices)
     classes, clips = plan(args.words, speakers, splits, n=args.per_class, unseen_n=args.unseen_per_class,
                           seed=args.seed)
+    clips += plan_recorded(recorded, splits, seed=args.seed, copies=args.recording_copies)
     readme = describe(classes, clips, splits, command=command, versions=versions)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -668,12 +763,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--augment", choices=("full", "light"), default="full",
         help="full: rooms, devices, speed/pitch/tempo, 5-40 dB SNR (default); light: a random offset and"
         " 20-40 dB noise only, for test sets like a user's own clips")
+    add("--recordings", metavar="DIR",
+        help="real recordings in the Speech Commands layout (DIR/<class>/<speaker>_nohash_<n>.wav): each"
+        " keyword and _unknown_ clip becomes one clip of engine `recorded`, its word trimmed and augmented like"
+        " the others; its speakers are split train/validation/test like an engine's")
+    add("--recording-copies", type=int, default=1, metavar="K",
+        help="train-split recordings each used K times, with different augmentation (default 1)")
     add("--force", action="store_true", help="replace OUT_DIR even if it is not empty")
     add("--words", type=lambda s: s.split(","), default=list(KEYWORDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if (args.per_class < 1 or args.jobs < 1 or args.unseen_per_class < 0 or not 0.0 <= args.val_fraction < 1.0
+    if (args.per_class < 1 or args.jobs < 1 or args.recording_copies < 1 or args.unseen_per_class < 0 or not 0.0 <= args.val_fraction < 1.0
             or not 0.0 <= args.test_fraction < 1.0 or args.val_fraction + args.test_fraction >= 1.0):
-        parser.error("--per-class and --jobs must be at least 1, --val-fraction and --test-fraction in [0, 1) "
+        parser.error("--per-class, --jobs and --recording-copies must be at least 1, --val-fraction and --test-fraction in [0, 1) "
                      "with a sum under 1")
     args.unseen = [e for e in args.unseen]
     args.engines = [e for e in args.engines if e not in args.unseen]
