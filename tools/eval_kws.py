@@ -23,6 +23,7 @@ and front end + model) on one thread, in one call per 100 frames.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -65,8 +66,9 @@ def softmax(y: np.ndarray) -> np.ndarray:
 
 
 class Scorer:
-    def __init__(self, model: str, *, threads: int = 1):
+    def __init__(self, model: str, *, threads: int = 1, events: dict | None = None):
         self.rt = Runtime(model, threads=threads)
+        self.events = dict(events or {})  # EventOptions fields to change, e.g. {"threshold": 0.95}
         self.fe = LogMel.from_meta(self.rt.meta["frontend"])
         self.labels = list(self.rt.labels)
         self.readout = ((self.rt.meta or {}).get("output") or {}).get("readout")
@@ -76,7 +78,7 @@ class Scorer:
         x = self.fe.compute(samples.astype(np.float32))
         p = softmax(np.asarray(self.rt.stream().feed(x), np.float64))
         det = EventDetector(self.labels, step_seconds=self.fe.hop / self.fe.sample_rate,
-                            options=EventOptions.for_readout(self.readout))
+                            options=EventOptions.for_readout(self.readout, **self.events))
         return p, det.push(p, frame_loudness(x, log_energies=True))
 
     def audio(self, path: Path) -> np.ndarray:
@@ -187,14 +189,15 @@ def plot(path: str, matrix: list[list[int]], labels: list[str], title: str) -> N
 
 
 def evaluate(model: str, data: str, *, split: str = "test", trailing: float = 1.0, seed: int = 0,
-             threads: int = 1, timing: bool = True) -> dict:
+             threads: int = 1, timing: bool = True, events: dict | None = None) -> dict:
     root = Path(data)
-    scorer = Scorer(model, threads=threads)
+    scorer = Scorer(model, threads=threads, events=events)
     rels = clips_of(root, split)
     rows = score_clips(scorer, root, rels, trailing)
     engines = sorted({r["engine"] for r in rows})
     report = {"model": str(model), "data": str(root), "split": split, "trailing_silence_s": trailing,
-              "labels": scorer.labels, "targets": TARGETS, "overall": summarise(rows),
+              "labels": scorer.labels, "targets": TARGETS,
+              "event_options": dataclasses.asdict(EventOptions.for_readout(scorer.readout, **scorer.events)), "overall": summarise(rows),
               "false_events": false_events(scorer, root, rels, seed), "engines": {}, "voices": {}}
     for engine in engines:
         mine = [r for r in rows if r["engine"] == engine]
@@ -236,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     add("--json", metavar="FILE", help="write the report (with every clip's result) here")
     add("--plot", metavar="PNG", help="write the confusion matrix picture here")
     add("--no-timing", action="store_true", help="skip the µs-per-frame measurement")
+    add("--threshold", type=float, help="event threshold (default: the detector's; choose it on --split validation)")
+    add("--smooth", type=float, help="event smoothing in seconds (default: the detector's)")
     args = parser.parse_args(argv)
     report = evaluate(args.model, args.data, split=args.split, trailing=args.trailing, seed=args.seed,
-                      threads=args.threads, timing=not args.no_timing)
+                      threads=args.threads, timing=not args.no_timing,
+                      events={k: v for k, v in (("threshold", args.threshold), ("smooth", args.smooth)) if v is not None})
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     if args.plot:
