@@ -10,8 +10,7 @@ import pytest
 
 from conftest import ROOT, run_torch_free
 from edgernn.audio.wav import write_wav
-from edgernn.train.classify import (ClassifyTask, _band_centres, clip_features, clips_features, hash_held_out,
-                                    speaker_of)
+from edgernn.train.classify import ClassifyTask, clip_features, clips_features, hash_held_out, speaker_of
 from edgernn.core.errors import InputError
 from edgernn.audio.frontend import LogMel
 
@@ -232,7 +231,7 @@ def test_warp_moves_formants_by_the_factor(tmp_path):
     fe = LogMel()  # 40 bands: fine enough to see a 25 % shift
     tone = np.sin(2 * np.pi * 1000.0 * np.arange(RATE) / RATE)
     x = np.repeat(fe.compute(tone)[None], 400, axis=0)  # (N, L, M), the same frames 400 times
-    task._centres_hz = _band_centres(fe)
+    task._centres_hz = fe.band_centres
     warped = task._warp(np.random.default_rng(0), x)
     assert warped.shape == x.shape and np.isfinite(warped).all()
     same = np.all(warped == x, axis=(1, 2))

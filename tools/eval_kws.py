@@ -4,7 +4,8 @@
                              [--trailing 1.0] [--json REPORT.json] [--plot CONFUSION.png] [--seed S]
 
 DIR is a data set from tools/make_kws_data.py (any Speech Commands layout works; the engine is
-read from the speaker id: `fest-` festival, `hts-` festival-hts, `flite-` flite, else espeak).
+read from the speaker id: `fest-` festival, `hts-` festival-hts, `flite-` flite, `intl-`
+festival-intl, `rec-` recorded, else espeak).
 --split test scores the clips in testing_list.txt (speakers never used to train or choose).
 
 Per clip, one stream from a zero state over the clip followed by --trailing seconds of digital

@@ -3,7 +3,7 @@
     python tools/make_kws_data.py OUT_DIR [--per-class N] [--seed S] [--jobs J]
                                   [--engines espeak,festival] [--unseen festival-hts,flite]
                                   [--unseen-per-class M] [--val-fraction F] [--test-fraction F]
-                                  [--val-voices NAME ...] [--force]
+                                  [--val-voices NAME ...] [--recordings DIR] [--force]
 
 The layout follows Google Speech Commands, so the usual loaders read it unchanged:
 
@@ -12,7 +12,7 @@ The layout follows Google Speech Commands, so the usual loaders read it unchange
     OUT_DIR/testing_list.txt                   test speakers' files (reported once, never used to choose)
     OUT_DIR/classes.txt  OUT_DIR/README.txt    class order; how the set was made
 
-Engines (all Debian packages; none ships real recordings of these words, so there are none here):
+Engines (Debian packages, and real recordings where you have them):
 - `espeak`: espeak-ng, every English voice x every variant it lists (robots and whispers too),
   one call per clip at a random speed (-s) and pitch (-p). Speaker `en-us_m3`.
 - `festival`: Festival's diphone voices kal and ked (festvox-kallpc16k, festvox-kdlpc16k), each
@@ -21,6 +21,10 @@ Engines (all Debian packages; none ships real recordings of these words, so ther
 - `festival-hts`: Festival's HTS voice cmu_us_slt_arctic_hts (festvox-us-slt-hts), pitch moved
   by -4..+4 semitones in numpy (variants `pm4` ... `pp4`). Speaker `hts-slt_p0`.
 - `flite`: Flite's voices kal, kal16, awb, rms, slt, at several F0 targets. Speaker `flite-rms_f100`.
+- `festival-intl`: Festival's Italian, Finnish, Czech and Russian voices (INTL_VOICES) saying the
+  keywords in their own spelling (INTL_SPELLINGS), pitch moved like festival-hts. Speaker `intl-lj_pp2`.
+- `recorded` (--recordings DIR): real clips in the Speech Commands layout, the word trimmed and
+  augmented like the others; one speaker per Speech Commands speaker hash. Speaker `rec-0a7c2a8d`.
 
 A speaker is one (engine, voice, variant). Speakers of the `--engines` are split three ways per
 engine by a seeded permutation (train / validation / test, --val-fraction and --test-fraction);

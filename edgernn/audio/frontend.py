@@ -77,6 +77,11 @@ class LogMel:
         return self.mels
 
     @property
+    def band_centres(self) -> np.ndarray:
+        """(M,) centre frequency in Hz of each mel band (the peaks of `filterbank`'s triangles)."""
+        return _mel_to_hz(np.linspace(hz_to_mel(self.fmin), hz_to_mel(self.fmax), self.mels + 2))[1:-1]
+
+    @property
     def filterbank(self) -> np.ndarray:
         """(M, B) read-only triangular mel filters, shared by every equal config."""
         return _filterbank(self.sample_rate, self.n_fft, self.mels, self.fmin, self.fmax)
@@ -213,7 +218,7 @@ def _hann(window: int) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _filterbank(sample_rate: int, n_fft: int, mels: int, fmin: float, fmax: float) -> np.ndarray:
     """(M, B) HTK-mel triangles of unit peak, evaluated at the FFT bin frequencies."""
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), mels + 2))
+    edges = _mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), mels + 2))
     freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft  # (B,)
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (freqs - lower) / (centre - lower)
@@ -223,7 +228,8 @@ def _filterbank(sample_rate: int, n_fft: int, mels: int, fmin: float, fmax: floa
     return bank
 
 
-def _hz_to_mel(hz):
+def hz_to_mel(hz):
+    """The HTK mel scale of the filterbank."""
     return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
 
 

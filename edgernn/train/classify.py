@@ -29,7 +29,7 @@ import numpy as np
 
 from edgernn.audio.wav import read_wav
 from edgernn.core.errors import InputError
-from edgernn.audio.frontend import LogMel
+from edgernn.audio.frontend import LogMel, hz_to_mel
 
 SPEAKER_SEP = "_nohash_"  # <speaker>_nohash_<n>.wav: what comes before it is the speaker id
 VALIDATION_LIST = "validation_list.txt"
@@ -77,17 +77,6 @@ def clips_features(paths, frontend: LogMel = LogMel(), *, seconds: float) -> np.
             signal[k * seg + lead:k * seg + lead + len(samples)] = samples
         out[lo:lo + len(chunk)] = frontend.compute(signal).reshape(len(chunk), seg // hop, -1)[:, lead // hop:]
     return out
-
-
-def _hz_to_mel(f):
-    return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
-
-
-def _band_centres(frontend: LogMel) -> np.ndarray:
-    """(M,) centre frequency in Hz of each mel band: evenly spaced on the HTK mel scale."""
-    lo, hi = _hz_to_mel(frontend.fmin), _hz_to_mel(frontend.fmax)
-    mel = lo + (hi - lo) * np.arange(1, frontend.mels + 1) / (frontend.mels + 1)
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
 def speaker_of(path) -> str:
@@ -243,7 +232,7 @@ class ClassifyTask:
         self._stats = self._band_stats()
         self._band_mean = self._stats[0].astype(np.float32)  # (M,): what a masked band becomes
         self.warp = float(warp)
-        self._centres_hz = _band_centres(frontend)  # (M,) Hz, for the warp
+        self._centres_hz = frontend.band_centres  # (M,) Hz, for the warp
         counts = np.bincount(self.targets[self._train], minlength=len(self.labels))
         self.majority = int(np.argmax(counts))
 
@@ -299,7 +288,7 @@ class ClassifyTask:
         span = np.log1p(self.warp)
         alpha = np.where(rng.random(n) < 0.5, np.exp(rng.uniform(-span, span, n)), 1.0)  # (N,)
         source_hz = self._centres_hz[None, :] / alpha[:, None]  # (N, M): where band k reads from
-        pos = np.interp(_hz_to_mel(source_hz), _hz_to_mel(self._centres_hz), np.arange(m))  # clamps at the ends
+        pos = np.interp(hz_to_mel(source_hz), hz_to_mel(self._centres_hz), np.arange(m))  # clamps at the ends
         lo = np.minimum(pos.astype(np.int64), m - 1)
         hi = np.minimum(lo + 1, m - 1)
         w = (pos - lo).astype(np.float32)[:, None, :]  # (N, 1, M)
