@@ -95,3 +95,19 @@ def test_shipped_model_on_its_samples(folder, tmp_path):
 def test_speed_is_measured(folder):
     s = ev.speed(ev.Scorer(str(MODEL)), frames=300)
     assert 0 < s["us_per_frame_model"] <= s["us_per_frame_with_frontend"] and s["realtime_factor"] < 1
+
+
+def test_threshold_sweep_trades_events_for_false_events(folder, tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    assert ev.main(["--model", str(MODEL), "--data", str(folder), "--split", "test", "--sweep", "0.3,0.9,1.0",
+                    "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["sweep"]
+    assert [r["threshold"] for r in rows] == [0.3, 0.9, 1.0]
+    low, default, top = rows
+    assert low["false_events"] >= default["false_events"] >= top["false_events"]  # a higher bar fires less
+    assert low["events_exact_keywords"] >= top["events_exact_keywords"]
+    # the default threshold's row is what the full report counts
+    report = ev.evaluate(str(MODEL), str(folder), timing=False)
+    assert default["events_exact"] == report["overall"]["events_exact"]
+    assert default["false_events"] == report["false_events"]["events"]
+    assert "false/10min" in capsys.readouterr().out

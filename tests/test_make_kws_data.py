@@ -240,12 +240,12 @@ def test_test_voices_are_test_only(tmp_path):
     assert kws.main([str(tmp_path / "bad"), *TINY, "--test-voices", "flite:nobody"]) == 2
 
 
-def fake_recordings(root: Path, *, speakers: int = 10) -> Path:
+def fake_recordings(root: Path, *, speakers: int = 10, first: int = 0) -> Path:
     """A Speech Commands folder: per speaker one `yes` and one `_unknown_` clip, a tone burst in noise."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(first)
     for label in ("yes", "_unknown_"):
         (root / label).mkdir(parents=True)
-        for s in range(speakers):
+        for s in range(first, first + speakers):
             t = np.arange(16000) / 16000
             burst = np.sin(2 * np.pi * (200 + 40 * s) * t) * ((t > 0.3) & (t < 0.6))
             x = 0.5 * burst + 0.003 * rng.standard_normal(len(t))
@@ -276,7 +276,30 @@ def test_recordings_are_split_by_speaker_and_copied_in_train(tmp_path):
     # the burst was trimmed and placed again in a 1 s clip
     _, x = read_wav(out / files[0])
     assert len(x) == 16000 and 0.02 < np.abs(x).max() <= 1.0  # peaks are drawn from -30 to -1 dBFS
-    assert "recordings:" in (out / "README.txt").read_text()
+    assert f"recordings {rec}:" in (out / "README.txt").read_text()
+
+
+def splits_of(out: Path) -> dict[str, str]:
+    val = set((out / "validation_list.txt").read_text().split())
+    test = set((out / "testing_list.txt").read_text().split())
+    return {speaker_of(p): "validation" if p in val else "test" if p in test else "train"
+            for p in wav_files(out) if speaker_of(p).startswith("rec-")}
+
+
+def test_a_second_recordings_folder_keeps_the_first_folders_splits(tmp_path):
+    need_espeak()
+    one, two = fake_recordings(tmp_path / "one", speakers=14), fake_recordings(tmp_path / "two", speakers=14, first=10)
+    base = [*TINY, "--words", "yes", "--recordings", str(one)]
+    assert kws.main([str(tmp_path / "a"), *base]) == 0
+    assert kws.main([str(tmp_path / "b"), *base, "--recordings", str(two)]) == 0
+    a, b = splits_of(tmp_path / "a"), splits_of(tmp_path / "b")
+    assert len(a) == 14 and len(b) == 24  # speakers 10..13 are in both folders
+    assert {who: b[who] for who in a} == a  # nobody of the first folder moved
+    new = {who: split for who, split in b.items() if who not in a}
+    assert set(new.values()) == {"train", "validation", "test"}  # the new ones are split among themselves
+    # a speaker in both folders keeps the first folder's split and has both folders' clips
+    assert len([p for p in wav_files(tmp_path / "b") if p.startswith("yes/rec-0000000a_nohash_")]) == 2
+    assert "recordings " + str(two) in (tmp_path / "b" / "README.txt").read_text()
 
 
 def test_bad_recordings_folder_is_one_line(tmp_path, capsys):

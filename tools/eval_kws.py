@@ -2,6 +2,7 @@
 
     python tools/eval_kws.py --model models/kws.onnx --data DIR [--split test|validation|all]
                              [--trailing 1.0] [--json REPORT.json] [--plot CONFUSION.png] [--seed S]
+                             [--threshold T] [--smooth S] [--sweep T,T,...]
 
 DIR is a data set from tools/make_kws_data.py (any Speech Commands layout works; the engine is
 read from the speaker id: `fest-` festival, `hts-` festival-hts, `flite-` flite, `intl-`
@@ -17,6 +18,8 @@ silence (exact zeros), the way `edgernn stream --input FILE.wav --events` runs i
   and no event for a `_silence_` or `_unknown_` clip.
 False events per hour: every non-keyword clip of the split (other words and noise), in a seeded
 order, laid end to end in ONE stream that is never reset; every event in it is false.
+--sweep 0.5,0.7,0.9 prints, per event threshold, events exactly right and false events per
+10 min (choose the operating point on --split validation; report it once on test).
 Speed: the model's ONNX size, parameters, and microseconds per 10 ms frame (model step alone,
 and front end + model) on one thread, in one call per 100 frames.
 """
@@ -74,13 +77,21 @@ class Scorer:
         self.labels = list(self.rt.labels)
         self.readout = ((self.rt.meta or {}).get("output") or {}).get("readout")
 
+    def posteriors(self, samples: np.ndarray):
+        """(posteriors (T, C), loudness (T,)) of one stream over `samples` from a zero state."""
+        x = self.fe.compute(samples.astype(np.float32))
+        return softmax(np.asarray(self.rt.stream().feed(x), np.float64)), frame_loudness(x, log_energies=True)
+
+    def detect(self, p: np.ndarray, loud: np.ndarray, events: dict | None = None) -> list:
+        """The events a fresh detector fires over (p, loud), with `events` over this scorer's options."""
+        det = EventDetector(self.labels, step_seconds=self.fe.hop / self.fe.sample_rate,
+                            options=EventOptions.for_readout(self.readout, **{**self.events, **(events or {})}))
+        return det.push(p, loud)
+
     def run(self, samples: np.ndarray):
         """(posteriors (T, C), events) for one stream over `samples` from a zero state."""
-        x = self.fe.compute(samples.astype(np.float32))
-        p = softmax(np.asarray(self.rt.stream().feed(x), np.float64))
-        det = EventDetector(self.labels, step_seconds=self.fe.hop / self.fe.sample_rate,
-                            options=EventOptions.for_readout(self.readout, **self.events))
-        return p, det.push(p, frame_loudness(x, log_energies=True))
+        p, loud = self.posteriors(samples)
+        return p, self.detect(p, loud)
 
     def audio(self, path: Path) -> np.ndarray:
         return read_wav(path, sample_rate=self.fe.sample_rate)[0].astype(np.float64)
@@ -103,15 +114,46 @@ def score_clips(scorer: Scorer, root: Path, rels: list[str], trailing: float) ->
 
 
 def false_events(scorer: Scorer, root: Path, rels: list[str], seed: int) -> dict:
-    others = [r for r in rels if r.split("/", 1)[0] in IGNORED]
-    order = np.random.default_rng(seed).permutation(len(others))
-    stream = np.concatenate([scorer.audio(root / others[i]) for i in order]) if others else np.zeros(0)
+    stream = non_keyword_stream(scorer, root, rels, seed)
     _, events = scorer.run(stream) if len(stream) else (None, [])
     hours = len(stream) / scorer.fe.sample_rate / 3600
-    return {"clips": len(others), "seconds": round(hours * 3600, 1), "events": len(events),
+    return {"clips": sum(r.split("/", 1)[0] in IGNORED for r in rels), "seconds": round(hours * 3600, 1), "events": len(events),
             "per_hour": round(len(events) / hours, 2) if hours else None,
             "per_10min": round(len(events) / hours / 6, 3) if hours else None,
             "labels": dict(Counter(e.label for e in events))}
+
+
+def non_keyword_stream(scorer: Scorer, root: Path, rels: list[str], seed: int) -> np.ndarray:
+    """The split's non-keyword clips in a seeded order, end to end: one long input."""
+    others = [r for r in rels if r.split("/", 1)[0] in IGNORED]
+    order = np.random.default_rng(seed).permutation(len(others))
+    return np.concatenate([scorer.audio(root / others[i]) for i in order]) if others else np.zeros(0)
+
+
+def sweep(model: str, data: str, thresholds: list[float], *, split: str = "validation", trailing: float = 1.0,
+          seed: int = 0, threads: int = 1, events: dict | None = None) -> list[dict]:
+    """Per event threshold: events exactly right (all clips, keyword clips) and false events per
+    10 min, from one pass of the model (posteriors are kept, only the detector is re-run).
+    Choose the operating point on --split validation, then report it once on test."""
+    root = Path(data)
+    scorer = Scorer(model, threads=threads, events=events)
+    rels = clips_of(root, split)
+    zeros = np.zeros(int(round(trailing * scorer.fe.sample_rate)))
+    runs = [(rel.split("/", 1)[0], scorer.posteriors(np.concatenate([scorer.audio(root / rel), zeros]))) for rel in rels]
+    stream = non_keyword_stream(scorer, root, rels, seed)
+    long_run = scorer.posteriors(stream) if len(stream) else None
+    minutes = len(stream) / scorer.fe.sample_rate / 60
+    out = []
+    for t in thresholds:
+        option = {"threshold": t, "hysteresis": min(EventOptions().hysteresis, t)}
+        exact = [[e.label for e in scorer.detect(p, loud, option)] == ([] if truth in IGNORED else [truth])
+                 for truth, (p, loud) in runs]
+        keyword = [ok for ok, (truth, _) in zip(exact, runs, strict=True) if truth not in IGNORED]
+        false = len(scorer.detect(*long_run, option)) if long_run is not None else 0
+        out.append({"threshold": t, "events_exact": round(float(np.mean(exact)), 4),
+                    "events_exact_keywords": round(float(np.mean(keyword)), 4) if keyword else None,
+                    "false_events": false, "false_per_10min": round(false / minutes * 10, 3) if minutes else None})
+    return out
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -242,7 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     add("--no-timing", action="store_true", help="skip the µs-per-frame measurement")
     add("--threshold", type=float, help="event threshold (default: the detector's; choose it on --split validation)")
     add("--smooth", type=float, help="event smoothing in seconds (default: the detector's)")
+    add("--sweep", metavar="T,T,...", type=lambda text: [float(t) for t in text.split(",") if t],
+        help="instead of the report: events and false events per 10 min at each event threshold")
     args = parser.parse_args(argv)
+    if args.sweep:
+        rows = sweep(args.model, args.data, args.sweep, split=args.split, trailing=args.trailing, seed=args.seed,
+                     threads=args.threads, events={"smooth": args.smooth} if args.smooth is not None else None)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split,
+                                                   "sweep": rows}, indent=1) + "\n")
+        print(f"{'threshold':>9} {'events':>7} {'kw ev':>7} {'false/10min':>11}")
+        for r in rows:
+            print(f"{r['threshold']:9.3f} {r['events_exact']:7.3f} {r['events_exact_keywords'] or 0:7.3f} "
+                  f"{r['false_per_10min'] or 0:11.2f}")
+        return 0
     report = evaluate(args.model, args.data, split=args.split, trailing=args.trailing, seed=args.seed,
                       threads=args.threads, timing=not args.no_timing,
                       events={k: v for k, v in (("threshold", args.threshold), ("smooth", args.smooth)) if v is not None})

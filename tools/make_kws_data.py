@@ -3,7 +3,7 @@
     python tools/make_kws_data.py OUT_DIR [--per-class N] [--seed S] [--jobs J]
                                   [--engines espeak,festival] [--unseen festival-hts,flite]
                                   [--unseen-per-class M] [--val-fraction F] [--test-fraction F]
-                                  [--val-voices NAME ...] [--recordings DIR] [--force]
+                                  [--val-voices NAME ...] [--recordings DIR ...] [--force]
 
 The layout follows Google Speech Commands, so the usual loaders read it unchanged:
 
@@ -25,6 +25,7 @@ Engines (Debian packages, and real recordings where you have them):
   keywords in their own spelling (INTL_SPELLINGS), pitch moved like festival-hts. Speaker `intl-lj_pp2`.
 - `recorded` (--recordings DIR): real clips in the Speech Commands layout, the word trimmed and
   augmented like the others; one speaker per Speech Commands speaker hash. Speaker `rec-0a7c2a8d`.
+  Several folders may be given; each one's new speakers are split on their own.
 
 A speaker is one (engine, voice, variant). Speakers of the `--engines` are split three ways per
 engine by a seeded permutation (train / validation / test, --val-fraction and --test-fraction);
@@ -710,12 +711,22 @@ def _build(args: argparse.Namespace, *, command: str) -> Path:
     engines = list(dict.fromkeys(args.engines + args.unseen))
     exes, versions = find_engines(engines)
     speakers = [s for e in engines for s in engine_speakers(e, exes)]
-    recorded = recordings(Path(args.recordings), [UNKNOWN, *args.words]) if args.recordings else {}
-    if recorded:
-        versions["recordings"] = f"{args.recordings} ({sum(map(len, recorded.values()))} files, {len(recorded)} speakers)"
-    speakers += sorted(recorded, key=lambda s: s.voice)
-    splits = split_speakers(speakers, unseen=set(args.unseen), names=args.val_voices, val_fraction=args.val_fraction,
-                            test_fraction=args.test_fraction, seed=args.seed, test_names=args.test_voices)
+    recorded, batches = {}, []  # every folder's clips by speaker; each folder's speakers not seen before
+    for folder in args.recordings or ():
+        found = recordings(Path(folder), [UNKNOWN, *args.words])
+        versions[f"recordings {folder}"] = f"{sum(map(len, found.values()))} files, {len(found)} speakers"
+        batches.append(sorted((s for s in found if s not in recorded), key=lambda s: s.voice))
+        for speaker, items in found.items():
+            recorded.setdefault(speaker, []).extend(items)
+    split = dict(unseen=set(args.unseen), val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    speakers += batches[0] if batches else []
+    splits = split_speakers(speakers, names=args.val_voices, seed=args.seed, test_names=args.test_voices, **split)
+    for i, batch in enumerate(batches[1:], 1):
+        # a later folder's new speakers are split among themselves, so adding a folder never
+        # moves a speaker of the earlier ones (their test speakers stay test)
+        mine = lambda given: [n for n in given or () if any(named(s, [n]) for s in batch)]  # noqa: E731
+        splits.update(split_speakers(batch, names=mine(args.val_voices) or None, seed=args.seed + 7919 * i,
+                                     test_names=mine(args.test_voices) or None, **split))
     classes, clips = plan(args.words, speakers, splits, n=args.per_class, unseen_n=args.unseen_per_class,
                           seed=args.seed)
     clips += plan_recorded(recorded, splits, seed=args.seed, copies=args.recording_copies)
@@ -767,10 +778,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--augment", choices=("full", "light"), default="full",
         help="full: rooms, devices, speed/pitch/tempo, 5-40 dB SNR (default); light: a random offset and"
         " 20-40 dB noise only, for test sets like a user's own clips")
-    add("--recordings", metavar="DIR",
+    add("--recordings", metavar="DIR", nargs="+", action="extend",
         help="real recordings in the Speech Commands layout (DIR/<class>/<speaker>_nohash_<n>.wav): each"
         " keyword and _unknown_ clip becomes one clip of engine `recorded`, its word trimmed and augmented like"
-        " the others; its speakers are split train/validation/test like an engine's")
+        " the others; its speakers are split train/validation/test like an engine's. Several folders: each"
+        " one's new speakers are split on their own, so adding a folder keeps the earlier splits")
     add("--recording-copies", type=int, default=1, metavar="K",
         help="train-split recordings each used K times, with different augmentation (default 1)")
     add("--force", action="store_true", help="replace OUT_DIR even if it is not empty")
