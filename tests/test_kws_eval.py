@@ -33,6 +33,7 @@ def test_engine_and_voice_from_the_speaker_id():
     assert ev.engine_of("yes/hts-slt_pm2_nohash_3.wav") == "festival-hts"
     assert ev.engine_of("no/flite-rms_f100_nohash_1.wav") == "flite"
     assert ev.engine_of("no/en-us_m3_nohash_1.wav") == "espeak"
+    assert ev.engine_of("no/rhv-clb_t85_nohash_1.wav") == "rhvoice"
     assert ev.voice_of("no/flite-rms_f100_nohash_1.wav") == "flite-rms"
 
 

@@ -1,6 +1,7 @@
 """tools/make_kws_data.py: layout, WAV format, three-way speaker split, engines, determinism, errors, resampler."""
 
 import importlib.util
+import os
 import re
 import shutil
 import sys
@@ -329,3 +330,54 @@ def test_festival_intl_voices_say_only_their_checked_spellings(tmp_path):
         if not p.startswith("_silence_"):
             _, x = read_wav(out / p)
             assert np.abs(x).max() > 0.02, p
+
+
+FAKE_RHVOICE = '''#!{python}
+"""A stand-in RHVoice-test: a tone per voice; an unknown voice gets the default voice's (as RHVoice does)."""
+import argparse, sys, wave
+import numpy as np
+HAS = {has!r}
+p = argparse.ArgumentParser()
+p.add_argument("-p", default="alan"); p.add_argument("-t", type=int, default=100)
+p.add_argument("-r", type=int, default=100); p.add_argument("-o", required=True)
+a = p.parse_args()
+voice = a.p if a.p in HAS else HAS[0]
+word = sys.stdin.read().strip()
+t = np.arange(int(24000 * 0.4 * 100 / a.r)) / 24000
+f0 = (120 + 40 * HAS.index(voice)) * a.t / 100 + len(word)
+x = 0.3 * np.sin(2 * np.pi * f0 * t)
+with wave.open(a.o, "wb") as f:
+    f.setnchannels(1); f.setsampwidth(2); f.setframerate(24000)
+    f.writeframes(np.round(x * 32767).astype("<i2").tobytes())
+'''
+
+
+def fake_rhvoice(folder: Path, has: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "RHVoice-test"
+    exe.write_text(FAKE_RHVOICE.format(python=sys.executable, has=has))
+    exe.chmod(0o755)
+    return exe
+
+
+def test_rhvoice_voices_are_only_those_that_sound_their_own(tmp_path):
+    # alan is the default: names this RHVoice lacks come out as alan and do not count
+    assert kws.rhvoice_voices(str(fake_rhvoice(tmp_path / "a", ["alan", "clb", "ksp"]))) == ("alan", "clb", "ksp")
+    # slt is never used: it is the speaker of the festival-hts test voice
+    assert kws.rhvoice_voices(str(fake_rhvoice(tmp_path / "b", ["alan", "slt", "bdl"]))) == ("alan", "bdl")
+    assert kws.rhvoice_voices(None) == ()
+
+
+def test_rhvoice_engine_makes_speakers_per_pitch_and_one_line_without_it(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    fake_rhvoice(bin_dir, ["alan", "lyubov"])
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "data"
+    assert kws.main([str(out), "--per-class", "4", "--words", "yes", "--engines", "rhvoice"]) == 0
+    speakers = {speaker_of(p) for p in wav_files(out)}
+    assert speakers <= {f"rhv-{v}_t{t}" for v in ("alan", "lyubov") for t in kws.RHVOICE_PITCH} and speakers
+    assert "rhvoice:" in (out / "README.txt").read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert kws.main([str(tmp_path / "none"), "--per-class", "4", "--words", "yes", "--engines", "rhvoice"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("make_kws_data: error: RHVoice-test not found") and not (tmp_path / "none").exists()

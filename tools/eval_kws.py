@@ -6,7 +6,7 @@
 
 DIR is a data set from tools/make_kws_data.py (any Speech Commands layout works; the engine is
 read from the speaker id: `fest-` festival, `hts-` festival-hts, `flite-` flite, `intl-`
-festival-intl, `rec-` recorded, else espeak).
+festival-intl, `rec-` recorded, `rhv-` rhvoice, else espeak).
 --split test scores the clips in testing_list.txt (speakers never used to train or choose).
 
 Per clip, one stream from a zero state over the clip followed by --trailing seconds of digital
@@ -42,7 +42,7 @@ from edgernn.audio.wav import read_wav  # noqa: E402
 from edgernn.runtime import Runtime  # noqa: E402
 from edgernn.runtime.events import IGNORED, EventDetector, EventOptions, frame_loudness  # noqa: E402
 
-PREFIXES = (("fest-", "festival"), ("hts-", "festival-hts"), ("flite-", "flite"), ("intl-", "festival-intl"), ("rec-", "recorded"))
+PREFIXES = (("fest-", "festival"), ("hts-", "festival-hts"), ("flite-", "flite"), ("intl-", "festival-intl"), ("rec-", "recorded"), ("rhv-", "rhvoice"))
 TARGETS = {"clip_label": 0.95, "events_exact": 0.90, "false_per_10min": 2.0}
 
 

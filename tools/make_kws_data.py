@@ -23,6 +23,10 @@ Engines (Debian packages, and real recordings where you have them):
 - `flite`: Flite's voices kal, kal16, awb, rms, slt, at several F0 targets. Speaker `flite-rms_f100`.
 - `festival-intl`: Festival's Italian, Finnish, Czech and Russian voices (INTL_VOICES) saying the
   keywords in their own spelling (INTL_SPELLINGS), pitch moved like festival-hts. Speaker `intl-lj_pp2`.
+- `rhvoice`: RHVoice's English voices (RHVOICE_VOICES: alan, bdl, clb, evgeniy-eng, ksp, lyubov; three
+  CMU Arctic speakers among them, two female), built from source (no Debian package) with RHVoice-test
+  on PATH, at five pitch levels (variants `t70` ... `t130`); speaking rate drawn per clip.
+  slt is left out: it is the festival-hts test voice's speaker. Speaker `rhv-clb_t85`.
 - `recorded` (--recordings DIR): real clips in the Speech Commands layout, the word trimmed and
   augmented like the others; one speaker per Speech Commands speaker hash. Speaker `rec-0a7c2a8d`.
   Several folders may be given; each one's new speakers are split on their own.
@@ -117,8 +121,14 @@ FESTIVAL_F0 = (70, 85, 100, 115, 130, 150, 175, 200, 230)  # target F0 means, Hz
 FLITE_F0 = (80, 100, 130, 170, 210)
 HTS_SEMITONES = (-4, -2, 0, 2, 4)
 STRETCH = (0.8, 0.9, 1.0, 1.15, 1.3)  # Festival/Flite duration stretch, one drawn per clip
-ENGINES = ("espeak", "festival", "festival-hts", "flite", "festival-intl", "recorded")  # new ones last: splits keep
-ENGINE_SHARE = {"espeak": 0.65, "festival": 0.35, "festival-hts": 0.35, "flite": 0.35, "festival-intl": 0.35}
+# RHVoice's English voices (github.com/RHVoice/RHVoice, built from source: no Debian package).
+# slt is left out: it is the CMU Arctic speaker of festival-hts, the unseen engine of the test.
+RHVOICE_VOICES = ("alan", "bdl", "clb", "evgeniy-eng", "ksp", "lyubov")  # alan first: the default voice
+RHVOICE_PITCH = (70, 85, 100, 115, 130)  # RHVoice-test -t, % of the voice's own pitch: the variants
+RHVOICE_RATE = (70, 140)  # RHVoice-test -r, %, drawn per clip
+ENGINES = ("espeak", "festival", "festival-hts", "flite", "festival-intl", "recorded", "rhvoice")  # new ones last: splits keep
+ENGINE_SHARE = {"espeak": 0.65, "festival": 0.35, "festival-hts": 0.35, "flite": 0.35, "festival-intl": 0.35,
+                "rhvoice": 0.35}
 
 SPEED_WPM = (110, 240)  # espeak-ng -s
 PITCH = (10, 90)  # espeak-ng -p
@@ -139,6 +149,8 @@ ESPEAK_MISSING = "espeak-ng not found; install it with apt-get install espeak-ng
 MISSING = {"festival": "festival or its voices not found; apt-get install festival festvox-kallpc16k festvox-kdlpc16k",
            "festival-hts": "festival's HTS voice not found; apt-get install festival festvox-us-slt-hts",
            "flite": "flite not found; apt-get install flite",
+           "rhvoice": "RHVoice-test not found on PATH, or none of its English voices "
+                      f"({', '.join(RHVOICE_VOICES)}); build github.com/RHVoice/RHVoice (scons) and put RHVoice-test on PATH",
            "festival-intl": "festival's voices of other languages not found; apt-get install festival "
                             + " ".join(v[1] for v in INTL_VOICES.values())}
 
@@ -162,7 +174,7 @@ class Speaker:
     @property
     def id(self) -> str:  # safe in a file name, and free of "_nohash_"
         prefix = {"espeak": "", "festival": "fest-", "festival-hts": "hts-", "flite": "flite-",
-                  "festival-intl": "intl-", "recorded": "rec-"}[self.engine]
+                  "festival-intl": "intl-", "recorded": "rec-", "rhvoice": "rhv-"}[self.engine]
         name = f"{self.voice}_{self.variant}" if self.variant else self.voice
         return prefix + re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
@@ -253,6 +265,11 @@ def engine_speakers(engine: str, exes: dict) -> list[Speaker]:
         if engine == "festival":
             return [Speaker(v, f"f{f0}", engine) for v in voices for f0 in FESTIVAL_F0]
         return [Speaker(v, semitone_variant(s), engine) for v in voices for s in HTS_SEMITONES]
+    if engine == "rhvoice":
+        voices = rhvoice_voices(exes.get("rhvoice"))
+        if not voices:
+            raise ToolError(MISSING[engine])
+        return [Speaker(v, f"t{t}", engine) for v in voices for t in RHVOICE_PITCH]
     if engine == "flite":
         if not exes.get("flite"):
             raise ToolError(MISSING[engine])
@@ -310,6 +327,38 @@ def speak_flite(exe: str, word: str, speaker: Speaker, *, stretch: float) -> np.
     return resample(audio, rate, SAMPLE_RATE)
 
 
+def speak_rhvoice(exe: str, word: str, speaker: Speaker, *, rate: int) -> np.ndarray:
+    """RHVoice-test reads the text on stdin and writes a WAV file (24 kHz)."""
+    with tempfile.TemporaryDirectory(prefix="kws-rhvoice-") as tmp:
+        out = Path(tmp) / "w.wav"
+        cmd = [exe, "-p", speaker.voice, "-t", speaker.variant[1:], "-r", str(rate), "-o", str(out)]
+        _run(cmd, shlex.join(cmd), input=(word + "\n").encode())
+        rate_hz, audio = parse_wav(out.read_bytes())
+    return resample(audio, rate_hz, SAMPLE_RATE)
+
+
+@lru_cache(maxsize=2)
+def rhvoice_voices(exe: str | None) -> tuple[str, ...]:
+    """RHVOICE_VOICES that this RHVoice has. It speaks an unknown voice name with its default voice
+    (alan) instead of failing, so a voice counts only if it sounds unlike a made-up name, or is
+    alan itself; two names that sound alike count once."""
+    if not exe:
+        return ()
+    heard: dict[str, bytes] = {}
+    for voice in ("edgernn-no-such-voice", *RHVOICE_VOICES):
+        with tempfile.TemporaryDirectory(prefix="kws-rhvoice-") as tmp:
+            out = Path(tmp) / "w.wav"
+            done = subprocess.run([exe, "-p", voice, "-o", str(out)], input="yes\n", capture_output=True, text=True)
+            if done.returncode == 0 and out.is_file():
+                heard[voice] = out.read_bytes()
+    fallback = heard.pop("edgernn-no-such-voice", None)
+    kept: dict[bytes, str] = {}
+    for voice, sound in heard.items():
+        if sound != fallback or voice == RHVOICE_VOICES[0]:
+            kept.setdefault(sound, voice)
+    return tuple(kept.values())
+
+
 def festival_batch(exe: str, speaker: Speaker, items: list[tuple[str, float]], tmp: Path) -> dict:
     """{(word, stretch): samples} for one Festival speaker, all spoken by one festival process."""
     voice = INTL_VOICES[speaker.voice][0] if speaker.engine == "festival-intl" else (FESTIVAL_VOICES | HTS_VOICES)[speaker.voice]
@@ -350,6 +399,8 @@ class Synth:
             return trim_silence(read_wav(clip.source, sample_rate=SAMPLE_RATE)[0].astype(np.float64), floor_db=-30.0)
         if sp.engine == "flite":
             return speak_flite(self.exes["flite"], clip.word, sp, stretch=clip.stretch)
+        if sp.engine == "rhvoice":
+            return speak_rhvoice(self.exes["rhvoice"], clip.word, sp, rate=int(rng.integers(*RHVOICE_RATE, endpoint=True)))
         audio = self.cache[(sp, clip.text, clip.stretch)]
         if sp.engine in ("festival-hts", "festival-intl"):
             audio = augment.pitch(audio, variant_semitones(sp.variant))
@@ -692,6 +743,10 @@ def find_engines(engines: list[str]) -> tuple[dict, dict]:
         exes["festival"] = shutil.which("festival")
         if exes["festival"]:
             versions["festival"] = tool_version(exes["festival"], "--version")
+    if "rhvoice" in engines:
+        exes["rhvoice"] = shutil.which("RHVoice-test")
+        if exes["rhvoice"]:
+            versions["rhvoice"] = f"{exes['rhvoice']} (voices {', '.join(rhvoice_voices(exes['rhvoice']))})"
     if "flite" in engines:
         exes["flite"] = shutil.which("flite")
         if exes["flite"]:
