@@ -112,3 +112,20 @@ def test_threshold_sweep_trades_events_for_false_events(folder, tmp_path, capsys
     assert default["events_exact"] == report["overall"]["events_exact"]
     assert default["false_events"] == report["false_events"]["events"]
     assert "false/10min" in capsys.readouterr().out
+
+
+def test_pick_samples_takes_test_clips_the_model_gets_right(folder, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("pick_kws_samples", ROOT / "tools" / "pick_kws_samples.py")
+    pick = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pick)
+    out, log = tmp_path / "samples", tmp_path / "picked.json"
+    assert pick.main(["--data", str(folder), "--model", str(MODEL), "--out", str(out), "--json", str(log)]) == 0
+    rows = json.loads(log.read_text())
+    assert [r["keyword"] for r in rows] == list(pick.KEYWORDS)
+    # only espeak and festival have clips here: the turns skip the other engines
+    assert {r["engine"] for r in rows} == {"espeak", "festival"} and all(r["ok"] for r in rows)
+    for r in rows:
+        assert (out / f"{r['keyword']}.wav").read_bytes() == (folder / r["clip"]).read_bytes()
+    assert "| yes.wav |" in capsys.readouterr().out
+    assert pick.main(["--data", str(tmp_path), "--model", str(MODEL), "--out", str(out)]) == 2
+    assert "testing_list.txt not found" in capsys.readouterr().err
