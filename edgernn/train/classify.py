@@ -265,8 +265,9 @@ class ClassifyTask:
         target = rng.choice(self._train, n)
         x = self._gain(rng, self.features[target])
         p = int(rng.integers(0, self.context_frames + 1))  # one length per batch: no padding needed
-        negative = ~self._keyword[self.targets[target]]  # (N,) non-keyword targets
-        negative_frames = [np.repeat(negative[:, None], x.shape[1], axis=1)]
+        marks = []  # with negatives: (N, frames) bool per piece, True on non-keyword clips' frames
+        if self.negatives:
+            marks.append(np.repeat(~self._keyword[self.targets[target]][:, None], x.shape[1], axis=1))
         if p:
             source = rng.choice(self._train, n)
             if len(self._quiet_context) and SILENCE in self.labels:  # no keyword before a _silence_ target
@@ -275,15 +276,17 @@ class ClassifyTask:
             start = rng.integers(0, self.features.shape[1] - p + 1, n)
             before = self.features[source[:, None], start[:, None] + np.arange(p)]  # (N, P, M)
             x = np.concatenate([self._gain(rng, before), x], axis=1)
-            negative_frames.insert(0, np.repeat(~self._keyword[self.targets[source]][:, None], p, axis=1))
+            if self.negatives:
+                marks.insert(0, np.repeat(~self._keyword[self.targets[source]][:, None], p, axis=1))
         if self.warp:
             x = self._warp(rng, x)
         q = int(rng.integers(0, self.trailing_frames + 1)) if self.trailing_frames else 0
         self.label_frames = q + 1  # the clip's last frame and the silence after it: the loss reads them all
         if q:
             x = np.concatenate([x, self._silence_after(rng, n, q)], axis=1)
-            negative_frames.append(np.zeros((n, q), bool))  # the clip loss reads these already
-        self.negative_frames = np.concatenate(negative_frames, axis=1) if self.negatives else None
+            if self.negatives:
+                marks.append(np.zeros((n, q), bool))  # the clip loss reads these already
+        self.negative_frames = np.concatenate(marks, axis=1) if marks else None
         if self.mask_bands:
             x = self._mask(rng, x)
         return x.astype(np.float32, copy=False), self.targets[target]
