@@ -96,6 +96,7 @@ def test_shipped_model_on_its_samples(folder, tmp_path):
 def test_speed_is_measured(folder):
     s = ev.speed(ev.Scorer(str(MODEL)), frames=300)
     assert 0 < s["us_per_frame_model"] <= s["us_per_frame_with_frontend"] and s["realtime_factor"] < 1
+    assert 0 < s["us_per_frame_live_model"] <= s["us_per_frame_live_with_frontend"] and s["realtime_factor_live"] < 1
 
 
 def test_threshold_sweep_trades_events_for_false_events(folder, tmp_path, capsys):
