@@ -92,6 +92,16 @@ def test_stream_equals_offline_random_chunks():
         np.testing.assert_allclose(streamed[i], offline[i], atol=1e-5, err_msg=f"frame {i}")
 
 
+def test_stream_one_hop_at_a_time_equals_offline():
+    """A microphone pushes one hop a call; that path (one frame per push) gives the offline frames."""
+    fe = LogMel()
+    x = noise(16000 + 160 * 7, seed=3)
+    streamed = push_all(fe.stream(), x, [fe.hop] * (len(x) // fe.hop))
+    offline = fe.compute(x)
+    assert streamed.shape == offline.shape
+    np.testing.assert_allclose(streamed, offline, atol=1e-5)
+
+
 def test_stream_one_sample_at_a_time():
     fe = LogMel(window=40, hop=16, n_fft=64, mels=8, sample_rate=1600)
     x = noise(333, seed=2)

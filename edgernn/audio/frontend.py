@@ -128,7 +128,10 @@ class LogMel:
         out = np.empty((count, self.mels), np.float32)
         if count == 0:
             return out
-        windows = sliding_window_view(padded, self.window)[::self.hop]  # (F, window) view
+        if count == 1:  # one hop at a time (a microphone): a slice, without the strided view's cost
+            windows = padded[None, :self.window]
+        else:
+            windows = sliding_window_view(padded, self.window)[::self.hop]  # (F, window) view
         hann = _hann(self.window)
         weights = self.filterbank.T  # (B, M)
         for lo in range(0, count, _BLOCK):
