@@ -92,6 +92,10 @@ def test_runtime_streams_it_like_a_hand_written_loop(corpus, use_native):
         c = rt.stream()
         np.testing.assert_allclose(np.concatenate([c.feed(frames[i:i + 7]) for i in range(0, len(frames), 7)]), want,
                                    rtol=0, atol=1e-6)
+        one = rt.stream()  # one frame a feed (a live source's hop) takes the step path: same rows, same shape
+        rows = [one.feed(frames[i:i + 1]) for i in range(len(frames))]
+        assert {r.shape for r in rows} == {(1,) + rt.stream().feed(frames[:2]).shape[1:]}  # as a general call's rows
+        np.testing.assert_allclose(np.concatenate(rows), want, rtol=0, atol=1e-6)
     if all(p.batch_axis >= 0 for p in rt.signature.states) and "b" in rt.signature.layout:
         b = rt.batch()
         ids = [b.open() for _ in range(3)]
