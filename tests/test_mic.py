@@ -438,15 +438,38 @@ def _twice(check):
         check()
 
 
-def test_spoken_keywords_into_the_microphone_fire_like_the_file(vmic, spoken):
+def _file_events_at_phases(samples, tmp, phases=range(0, 160, 10), after=1.0):
+    """The file's events with k samples of silence in front, for k over a hop, and `after` s of
+    silence behind (what the microphone hears after the playing): a microphone starts its frames
+    wherever the sound happens to begin, so its frames sit near one of these phases."""
+    out = {}
+    for k in phases:
+        shifted = tmp / f"shift{k}.wav"
+        write_wav(shifted, np.concatenate([np.zeros(k, np.float32), samples, np.zeros(round(after * SR), np.float32)]), SR)
+        r = run_mic_cli("stream", "--model", KWS, "--input", shifted, "--events")
+        assert r.returncode == 0, r.stderr
+        out[k] = [dict(e, t=e["t"] - k / SR) for e in events_of(r.stdout)]
+    return out
+
+
+def test_spoken_keywords_into_the_microphone_fire_like_the_file(vmic, spoken, tmp_path):
+    """The live path (capture, incremental front end, events) gives what the file gives at the
+    same framing phase. Whether every keyword fires is the model's business (the file test above
+    checks it at phase 0); the shipped model misses the last "go" at some phases."""
     path, samples, spans = spoken
-    from_file = events_of(run_mic_cli("stream", "--model", KWS, "--input", path, "--events").stdout)
+    by_phase = _file_events_at_phases(samples, tmp_path)
 
     def check():
-        r, offset = listen_while_playing(vmic, path, KWS, "--events", "--duration", len(samples) / SR + 0.6)
+        r, offset = listen_while_playing(vmic, path, KWS, "--events", "--duration", len(samples) / SR + 1.0)
         assert r.returncode == 0, r.stderr
         events = events_of(r.stdout)
-        check_spoken(events, spans, offset)
-        assert [e["event"] for e in events] == [e["event"] for e in from_file]
-        assert all(abs(m["t"] - offset - f["t"]) <= 0.15 for m, f in zip(events, from_file)), (events, from_file, offset)
+        assert events, r.stderr
+
+        def same(f):
+            return ([e["event"] for e in events] == [e["event"] for e in f]
+                    and all(abs(m["t"] - offset - e["t"]) <= 0.15 for m, e in zip(events, f)))
+        assert any(same(f) for f in by_phase.values()), (events, offset, by_phase)
+        said = [w for w, _, _ in spans if w in KEYWORDS]
+        assert [e["event"] for e in events] == said[:len(events)]  # in order, nothing else (a miss at the end aside)
+        assert len(events) >= len(said) - 1, (events, said)
     _twice(check)
