@@ -130,3 +130,16 @@ def test_pick_samples_takes_test_clips_the_model_gets_right(folder, tmp_path, ca
     assert "| yes.wav |" in capsys.readouterr().out
     assert pick.main(["--data", str(tmp_path), "--model", str(MODEL), "--out", str(out)]) == 2
     assert "testing_list.txt not found" in capsys.readouterr().err
+
+    # a keyword with no right clip: exit 1, one line, and the samples already there are untouched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_pick = pick.pick
+    def failing(*a, **k):
+        rows = real_pick(*a, **k)
+        rows[0] = dict(rows[0], ok=False, clip=rows[1]["clip"])
+        return rows
+    pick.pick = failing
+    assert pick.main(["--data", str(folder), "--model", str(MODEL), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no clip of yes" in err and "left as it was" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

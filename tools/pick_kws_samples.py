@@ -6,7 +6,8 @@ DIR is a data set from tools/make_kws_data.py. Keyword by keyword, the engines t
 (ENGINES, skipping those without test clips of the keyword); numpy.random.default_rng(0)
 shuffles that engine's test clips of the keyword (testing_list.txt: speakers never used to train
 or to choose the checkpoint) and the first clip whose label after 1 s of digital silence and
-whose events are both the keyword is copied to OUT/<keyword>.wav. Every rejected draw is listed
+whose events are both the keyword is copied to OUT/<keyword>.wav; if a keyword has none in
+MAX_DRAWS draws, nothing is written and the exit status is 1. Every rejected draw is listed
 (stdout and --json), so the samples show the model working without hiding how often it does not.
 A markdown table of the picks is printed for models/samples/README.md.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_kws import Scorer, engine_of  # noqa: E402
+from eval_kws import Scorer, clips_of, engine_of  # noqa: E402
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 ENGINES = ("recorded", "espeak", "festival", "festival-intl", "flite", "festival-hts", "rhvoice")
@@ -30,7 +31,7 @@ MAX_DRAWS = 20
 
 
 def pick(data: Path, model: str, *, keywords=KEYWORDS, engines=ENGINES) -> list[dict]:
-    test = [line.strip() for line in (data / "testing_list.txt").read_text().splitlines() if line.strip()]
+    test = clips_of(data, "test")
     scorer = Scorer(model)
     rows, turn = [], 0
     for kw in keywords:
@@ -64,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
               "data set", file=sys.stderr)
         return 2
     rows = pick(args.data, args.model)
-    args.out.mkdir(parents=True, exist_ok=True)
+    bad = [r["keyword"] for r in rows if not r["ok"]]
+    if not bad:  # all or nothing: a failed pick leaves the samples folder as it was
+        args.out.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            shutil.copy(args.data / r["clip"], args.out / f"{r['keyword']}.wav")
     for r in rows:
-        shutil.copy(args.data / r["clip"], args.out / f"{r['keyword']}.wav")
         for t in r["rejected"]:
             print(f"- `{r['keyword']}`: {t['clip']} was labelled `{t['label']}` with events {t['events']}; drawn again")
     if args.json:
@@ -74,10 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| file | source clip (in the data set) | engine | speaker |\n| --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['keyword']}.wav | {r['clip']} | {r['engine']} | {Path(r['clip']).name.split('_nohash_')[0]} |")
-    bad = [r["keyword"] for r in rows if not r["ok"]]
     if bad:
-        print(f"pick_kws_samples: no clip of {', '.join(bad)} in {MAX_DRAWS} draws was right; kept the last",
-              file=sys.stderr)
+        print(f"pick_kws_samples: error: no clip of {', '.join(bad)} in {MAX_DRAWS} draws was right; {args.out} "
+              "was left as it was (every draw is listed above)", file=sys.stderr)
     return 1 if bad else 0
 
 
