@@ -111,3 +111,29 @@ def test_token_ids_outside_the_vocabulary_are_refused(tiny_export):
     with pytest.raises(InputError, match="outside"):
         b.step({i: 10})
     assert np.array_equal(before["h0"], s.get_state()["h0"])
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip", "reset"])
+def test_feeding_one_frame_at_a_time_keeps_the_chunk_promise_on_bad_frames(tiny_export, policy):
+    """feed of one frame goes the step path: a NaN frame there gets the same refusal, NaN row and
+    state as inside a chunk."""
+    _, _, path = tiny_export(cell="gru")
+    rt = Runtime(path)
+    x = np.random.default_rng(3).standard_normal((9, 3)).astype(np.float32)
+    x[4, 1] = np.nan
+    one, chunk = rt.stream(nan_policy=policy), rt.stream(nan_policy=policy)
+    if policy == "raise":
+        one.feed(x[:4])
+        before = one.get_state()
+        with pytest.raises(InputError) as a:
+            one.feed(x[4:5])
+        with pytest.raises(InputError) as b:
+            chunk.feed(x)
+        assert str(a.value) == str(b.value) and "frame 4" in str(a.value)
+        assert all(np.array_equal(v, before[k]) for k, v in one.get_state().items())
+        return
+    rows = np.concatenate([one.feed(x[i:i + 1]) for i in range(len(x))])
+    want = chunk.feed(x)
+    assert rows.shape == want.shape and np.isnan(rows[4]).all() and np.isnan(want[4]).all()
+    np.testing.assert_allclose(np.delete(rows, 4, 0), np.delete(want, 4, 0), atol=1e-6)
+    assert all(np.allclose(v, chunk.get_state()[k], atol=1e-6) for k, v in one.get_state().items())

@@ -84,12 +84,12 @@ class Stream:
             raise checks.cannot_step_bidirectional()
         rt = self.runtime
         x = checks.check_frames(rt, frames)
+        if len(x) == 1:  # one frame (a live source's hop): the bound step path, which screens it too
+            return self.step(x[0])[None]
         if self._float and not np.isfinite(x).all():
             return self._feed_around_bad(x)
         if not rt.signature.has_time:
             return np.stack([self.step(f) for f in x]) if len(x) else np.zeros((0, 0), np.float32)
-        if len(x) == 1:  # one frame (a live source's hop): the bound step path, not a general call
-            return self.step(x[0])[None]
         try:
             y, state = rt.run(x[None], self._host_state())
         except Exception as e:
