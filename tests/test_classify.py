@@ -242,39 +242,3 @@ def test_warp_moves_formants_by_the_factor(tmp_path):
     assert peak_hz.min() < 900.0 and peak_hz.max() > 1100.0  # both directions, not just one
     with pytest.raises(InputError, match="warp=-1"):
         task_of(tmp_path, warp=-1.0)
-
-
-def test_negatives_mark_every_frame_of_non_keyword_clips_and_penalise_keyword_belief(tmp_path):
-    import torch
-
-    from edgernn.train.loop import _negative_loss
-
-    root = make_set(tmp_path / "set")
-    for kind, label in (("hiss", "_silence_"), ("hum", "_unknown_"), ("whistle", "yes")):
-        (root / kind).rename(root / label)
-    listed = (root / "validation_list.txt").read_text()
-    for kind, label in (("hiss", "_silence_"), ("hum", "_unknown_"), ("whistle", "yes")):
-        listed = listed.replace(f"{kind}/", f"{label}/")
-    (root / "validation_list.txt").write_text(listed)
-    task = ClassifyTask(root, frontend=FE, clip_seconds=SECONDS, context=0.1, trailing=0.05, negatives=1.0)
-    assert task.labels == ["_silence_", "_unknown_", "yes"] and list(task.negative_classes) == [0, 1]
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        x, y = task.batch(rng, 16)
-        mask = task.negative_frames
-        assert mask.shape == x.shape[:2]
-        clip = FE.frames(int(SECONDS * RATE))
-        q = task.label_frames - 1
-        body = mask[:, x.shape[1] - q - clip: x.shape[1] - q]  # the target clip's own frames
-        assert (body.all(axis=1) == (y != 2)).all() and not body[y == 2].any()
-        assert not mask[:, x.shape[1] - q:].any()  # the trailing frames belong to the clip loss
-    # the loss: near zero when non-keyword frames hold the non-keyword mass, large when they say "yes"
-    n, length = mask.shape
-    calm = torch.zeros(n, length, 3)
-    calm[..., 1] = 8.0
-    sure_yes = torch.zeros(n, length, 3)
-    sure_yes[..., 2] = 8.0
-    assert float(_negative_loss(task, calm)) < 0.01 < 5.0 < float(_negative_loss(task, sure_yes))
-    assert _negative_loss(task_of(make_set(tmp_path / "plain")), calm) == 0.0  # off by default
-    with pytest.raises(InputError, match="negatives=-1"):
-        task_of(tmp_path / "plain", negatives=-1.0)

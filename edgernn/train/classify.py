@@ -182,12 +182,6 @@ class ClassifyTask:
             axis scaled by a factor drawn log-uniformly in [1 / (1 + warp), 1 + warp] (formants move
             up or down together, as between a long and a short vocal tract), read off the mel bands
             by linear interpolation. 0 turns it off.
-        negatives: weight of a second loss that reads every frame of a non-keyword clip
-            (`_silence_`, `_unknown_`, as target or as the context before one): minus the log of the
-            posterior mass on the non-keyword labels. A model that believes "down" halfway
-            through "dog" is what fires false events in a stream; the clip loss alone never sees
-            those frames. Keyword clips' frames before their end stay free (the word is not over).
-            0 turns it off.
         val_fraction: speakers held out when there is no validation_list.txt.
     """
 
@@ -196,17 +190,15 @@ class ClassifyTask:
     loss = "ce"
     greater_is_better = True
     label_frames = 1  # frames at the end of the last batch that carry its labels (see `batch`)
-    negative_frames = None  # (N, L) bool of the last batch: frames of non-keyword clips (see `negatives`)
 
     def __init__(self, data_dir, *, frontend: LogMel = LogMel(), seed: int = 0, clip_seconds: float = 1.0,
                  context: float = 1.0, gain_db: float = 6.0, mask_bands: int = 6, val_fraction: float = 0.2,
-                 trailing: float = 0.0, warp: float = 0.0, negatives: float = 0.0):
+                 trailing: float = 0.0, warp: float = 0.0):
         if not 0.0 < val_fraction < 1.0:
             raise InputError(f"val_fraction={val_fraction}; expected a fraction between 0 and 1, e.g. 0.2")
-        if (clip_seconds <= 0 or context < 0 or gain_db < 0 or mask_bands < 0 or trailing < 0 or not warp >= 0
-                or not negatives >= 0):
+        if clip_seconds <= 0 or context < 0 or gain_db < 0 or mask_bands < 0 or trailing < 0 or not warp >= 0:
             raise InputError(f"clip_seconds={clip_seconds}, context={context}, gain_db={gain_db}, mask_bands="
-                             f"{mask_bands}, trailing={trailing}, warp={warp}, negatives={negatives}; expected clip_seconds > 0 and the "
+                             f"{mask_bands}, trailing={trailing}, warp={warp}; expected clip_seconds > 0 and the "
                              "others >= 0")
         if frontend.frames(int(round(clip_seconds * frontend.sample_rate))) < 1:
             raise InputError(f"clip_seconds={clip_seconds} is shorter than one hop ({frontend.hop} samples at "
@@ -230,9 +222,6 @@ class ClassifyTask:
                                   self.features.shape[1])
         self.trailing_frames = frontend.frames(int(round(trailing * frontend.sample_rate)))
         keyword = np.array([label not in NOT_KEYWORDS for label in self.labels])
-        self._keyword = keyword
-        self.negatives = float(negatives)
-        self.negative_classes = np.flatnonzero(~keyword)  # the labels whose mass a non-keyword frame should hold
         self._quiet_context = self._train[~keyword[self.targets[self._train]]]  # before a _silence_ target
         silent = [self.labels.index(SILENCE)] if SILENCE in self.labels else []
         self._silence_clips = self._train[np.isin(self.targets[self._train], silent)]
@@ -265,9 +254,6 @@ class ClassifyTask:
         target = rng.choice(self._train, n)
         x = self._gain(rng, self.features[target])
         p = int(rng.integers(0, self.context_frames + 1))  # one length per batch: no padding needed
-        marks = []  # with negatives: (N, frames) bool per piece, True on non-keyword clips' frames
-        if self.negatives:
-            marks.append(np.repeat(~self._keyword[self.targets[target]][:, None], x.shape[1], axis=1))
         if p:
             source = rng.choice(self._train, n)
             if len(self._quiet_context) and SILENCE in self.labels:  # no keyword before a _silence_ target
@@ -276,17 +262,12 @@ class ClassifyTask:
             start = rng.integers(0, self.features.shape[1] - p + 1, n)
             before = self.features[source[:, None], start[:, None] + np.arange(p)]  # (N, P, M)
             x = np.concatenate([self._gain(rng, before), x], axis=1)
-            if self.negatives:
-                marks.insert(0, np.repeat(~self._keyword[self.targets[source]][:, None], p, axis=1))
         if self.warp:
             x = self._warp(rng, x)
         q = int(rng.integers(0, self.trailing_frames + 1)) if self.trailing_frames else 0
         self.label_frames = q + 1  # the clip's last frame and the silence after it: the loss reads them all
         if q:
             x = np.concatenate([x, self._silence_after(rng, n, q)], axis=1)
-            if self.negatives:
-                marks.append(np.zeros((n, q), bool))  # the clip loss reads these already
-        self.negative_frames = np.concatenate(marks, axis=1) if marks else None
         if self.mask_bands:
             x = self._mask(rng, x)
         return x.astype(np.float32, copy=False), self.targets[target]

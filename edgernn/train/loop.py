@@ -46,7 +46,6 @@ def criterion(task, model: RNNModel) -> Callable[[torch.Tensor, np.ndarray], tor
     """The task's loss on normalised predictions (N, L, outputs) against numpy targets."""
     def loss(pred: torch.Tensor, y: np.ndarray) -> torch.Tensor:
         target = torch.from_numpy(y)
-        extra = _negative_loss(task, pred)
         if model.spec.readout == "last":
             # a task may say that its batch's last k frames all carry the label (a keyword's label
             # holds through the silence after it: ClassifyTask.label_frames); else the last one
@@ -55,19 +54,9 @@ def criterion(task, model: RNNModel) -> Callable[[torch.Tensor, np.ndarray], tor
             target = target[:, None].expand(-1, k) if k > 1 else target
             pred = pred if k > 1 else pred[:, -1]
         if task.loss == "ce":
-            return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1).long()) + extra
+            return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1).long())
         return F.mse_loss(pred, (target - model.out_mean) / model.out_std)
     return loss
-
-
-def _negative_loss(task, pred: torch.Tensor) -> torch.Tensor | float:
-    """A task's per-frame loss on frames that must not look like a keyword (ClassifyTask.negatives):
-    minus the log of the posterior mass on its non-keyword classes, averaged over those frames."""
-    weight, mask = getattr(task, "negatives", 0.0), getattr(task, "negative_frames", None)
-    if not weight or mask is None or mask.shape != tuple(pred.shape[:2]) or not mask.any():
-        return 0.0
-    mass = torch.logsumexp(F.log_softmax(pred, dim=-1)[..., torch.from_numpy(task.negative_classes)], dim=-1)
-    return -weight * mass[torch.from_numpy(mask)].mean()
 
 
 def _loss(task, net, model: RNNModel, x: np.ndarray, y: np.ndarray, state=None, cfg: TrainConfig | None = None):
