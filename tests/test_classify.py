@@ -242,3 +242,40 @@ def test_warp_moves_formants_by_the_factor(tmp_path):
     assert peak_hz.min() < 900.0 and peak_hz.max() > 1100.0  # both directions, not just one
     with pytest.raises(InputError, match="warp=-1"):
         task_of(tmp_path, warp=-1.0)
+
+
+def test_delayed_features_are_the_clip_started_late(tmp_path):
+    """clips_features(delay=d) is the clip with d zeros before it, cut back to its length: another framing."""
+    rng = np.random.default_rng(4)
+    clip = sound("whistle", rng)
+    write_wav(tmp_path / "a.wav", clip, RATE)
+    for d in (1, 53, 159):
+        write_wav(tmp_path / f"late{d}.wav", np.concatenate([np.zeros(d), clip]), RATE)
+        got = clips_features([tmp_path / "a.wav"] * 3, FE, seconds=SECONDS, delay=d)
+        want = clip_features(tmp_path / f"late{d}.wav", FE, seconds=SECONDS)
+        np.testing.assert_allclose(got, np.repeat(want[None], 3, axis=0), atol=1e-5)
+        assert not np.allclose(got[0], clips_features([tmp_path / "a.wav"], FE, seconds=SECONDS)[0], atol=1e-3)
+    with pytest.raises(InputError, match="delay=4000 samples; expected 0 to 3999"):
+        clips_features([tmp_path / "a.wav"], FE, seconds=SECONDS, delay=4000)
+
+
+def test_phases_train_on_every_framing_and_validate_on_one(tmp_path):
+    root = make_set(tmp_path)
+    task = ClassifyTask(root, frontend=FE, clip_seconds=SECONDS, context=0.0, phases=4, mask_bands=0, gain_db=0.0)
+    assert task._delays == [40, 80, 120] and task._shifted.shape == (3, 24, 25, 16)
+    train_paths = [root / r for r in task.train_paths]
+    np.testing.assert_array_equal(task._shifted[1], clips_features(train_paths, FE, seconds=SECONDS, delay=80))
+    np.testing.assert_array_equal(task.features, task_of(root).features)  # validation and phase 0 unchanged
+    seen = set()
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        x, y = task.batch(rng, 8)
+        for row in x:
+            framings = np.concatenate([task.features[task._train][None], task._shifted])  # (4, N, L, M)
+            hit = np.argwhere(np.all(framings == row[:25], axis=(2, 3)))
+            assert len(hit) >= 1
+            seen.update(int(k) for k in hit[:, 0])
+    assert seen == {0, 1, 2, 3}  # every framing drawn
+    for bad in (0, 161, 2.5):
+        with pytest.raises(InputError, match=f"phases={bad}; expected a whole number from 1"):
+            task_of(root, phases=bad)

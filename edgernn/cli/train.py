@@ -26,7 +26,8 @@ def _progress_printer(label: str):
 def _make_task(task, o):
     """The task object for `edgernn train --task TASK`, from the command's options."""
     return tasks.make(task, seed=o["seed"], bidirectional=o["bidirectional"], seq_len=o["seq_len"], csv=o["csv_path"],
-                      column=o["column"], horizon=o["horizon"], text=o["text"], tbptt=o["tbptt"], data=o["data"])
+                      column=o["column"], horizon=o["horizon"], text=o["text"], tbptt=o["tbptt"], data=o["data"],
+                      phases=o["phases"])
 
 
 @click.command()
@@ -38,6 +39,7 @@ def _make_task(task, o):
 @click.option("--text", type=click.Path(dir_okay=False), help="charlm: a UTF-8 text file (default: bundled Genesis, KJV).")
 @click.option("--tbptt", type=int, default=100, show_default=True, help="charlm: truncated-BPTT segment length; the state is carried across segments.")
 @click.option("--data", type=click.Path(file_okay=False), help="classify: a folder with one subfolder of WAV files per class.")
+@click.option("--phases", type=click.IntRange(min=1), default=1, show_default=True, help="classify: also train on each clip framed K-1 other ways, delayed by k/K of a hop, as a live microphone frames it (K times the training features' memory).")
 @click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"]), help="Recurrent cell (default: " + ", ".join(f"{k} {c}" for k, c in tasks.default_cells().items()) + ").")
 @click.option("--bidirectional", is_flag=True, help="Read the sequence both ways (offline models).")
 @click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")

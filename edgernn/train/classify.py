@@ -56,8 +56,12 @@ def clip_features(path, frontend: LogMel = LogMel(), *, seconds: float | None = 
     return frontend.compute(samples)
 
 
-def clips_features(paths, frontend: LogMel = LogMel(), *, seconds: float) -> np.ndarray:
+def clips_features(paths, frontend: LogMel = LogMel(), *, seconds: float, delay: int = 0) -> np.ndarray:
     """Many WAV files -> (N, L, M) float32, equal to stacking `clip_features(p, frontend, seconds=seconds)`.
+
+    With `delay`, each clip starts that many zero samples late (its end cut to keep `seconds`):
+    a delay of a fraction of a hop puts the hops at another phase of the sound, as a microphone
+    stream, which starts anywhere, does.
 
     Clips go through the front end a few dozen at a time, laid end to end with hop-aligned zeros
     before each that cover its window's history (the zeros `compute` puts before one clip): one
@@ -68,13 +72,16 @@ def clips_features(paths, frontend: LogMel = LogMel(), *, seconds: float) -> np.
     frames = frontend.frames(int(round(seconds * frontend.sample_rate)))
     lead = -(-(frontend.window - hop) // hop) * hop  # >= window - hop zeros, a whole number of hops
     seg = lead + frames * hop
+    if not 0 <= delay < frames * hop:
+        raise InputError(f"delay={delay} samples; expected 0 to {frames * hop - 1} (shorter than the clip)")
     out = np.empty((len(paths), frames, frontend.mels), np.float32)
     for lo in range(0, len(paths), _FEATURE_CHUNK):
         chunk = paths[lo:lo + _FEATURE_CHUNK]
         signal = np.zeros(len(chunk) * seg, np.float32)
         for k, path in enumerate(chunk):
-            samples = read_wav(path, sample_rate=frontend.sample_rate)[0][:frames * hop]
-            signal[k * seg + lead:k * seg + lead + len(samples)] = samples
+            samples = read_wav(path, sample_rate=frontend.sample_rate)[0][:frames * hop - delay]
+            at = k * seg + lead + delay
+            signal[at:at + len(samples)] = samples
         out[lo:lo + len(chunk)] = frontend.compute(signal).reshape(len(chunk), seg // hop, -1)[:, lead // hop:]
     return out
 
@@ -183,6 +190,11 @@ class ClassifyTask:
             up or down together, as between a long and a short vocal tract), read off the mel bands
             by linear interpolation. 0 turns it off.
         val_fraction: speakers held out when there is no validation_list.txt.
+        phases: the training clips' features are also computed with the clip delayed by k/phases of
+            a hop, k = 1 .. phases - 1, and each training example draws one of them: a live stream's
+            hops fall anywhere in a word, and a model that met one framing only can miss or fire
+            late at another. Costs `phases` times the training features' memory. Validation
+            stays at phase 0.
     """
 
     name = "classify"
@@ -193,13 +205,16 @@ class ClassifyTask:
 
     def __init__(self, data_dir, *, frontend: LogMel = LogMel(), seed: int = 0, clip_seconds: float = 1.0,
                  context: float = 1.0, gain_db: float = 6.0, mask_bands: int = 6, val_fraction: float = 0.2,
-                 trailing: float = 0.0, warp: float = 0.0):
+                 trailing: float = 0.0, warp: float = 0.0, phases: int = 1):
         if not 0.0 < val_fraction < 1.0:
             raise InputError(f"val_fraction={val_fraction}; expected a fraction between 0 and 1, e.g. 0.2")
         if clip_seconds <= 0 or context < 0 or gain_db < 0 or mask_bands < 0 or trailing < 0 or not warp >= 0:
             raise InputError(f"clip_seconds={clip_seconds}, context={context}, gain_db={gain_db}, mask_bands="
                              f"{mask_bands}, trailing={trailing}, warp={warp}; expected clip_seconds > 0 and the "
                              "others >= 0")
+        if not isinstance(phases, (int, np.integer)) or not 1 <= phases <= frontend.hop:
+            raise InputError(f"phases={phases}; expected a whole number from 1 (off) to the hop, {frontend.hop} "
+                             "samples, e.g. 4")
         if frontend.frames(int(round(clip_seconds * frontend.sample_rate))) < 1:
             raise InputError(f"clip_seconds={clip_seconds} is shorter than one hop ({frontend.hop} samples at "
                              f"{frontend.sample_rate} Hz); expected clips of at least one frame, e.g. 1.0")
@@ -215,6 +230,15 @@ class ClassifyTask:
         self.train_paths, self.val_paths = train, val
         self.features = clips_features([self.data_dir / r for r in train + val], frontend,
                                        seconds=clip_seconds)  # (N, L, M)
+        self.phases = int(phases)
+        self._delays = [round(k * frontend.hop / self.phases) for k in range(1, self.phases)]
+        # (phases - 1, N_train, L, M): row i of each is training clip i, delayed by one of _delays
+        self._shifted = None
+        if self._delays:
+            self._shifted = np.empty((len(self._delays),) + (len(train),) + self.features.shape[1:], np.float32)
+            for k, d in enumerate(self._delays):
+                self._shifted[k] = clips_features([self.data_dir / r for r in train], frontend, seconds=clip_seconds,
+                                                  delay=d)
         self.targets = np.array([self.labels.index(r.split("/", 1)[0]) for r in train + val], np.int64)
         self._train = np.arange(len(train))
         self._val = np.arange(len(train), len(train) + len(val))
@@ -252,7 +276,12 @@ class ClassifyTask:
     def batch(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n random training clips, each after a random stretch of another: x (N, P+L, M), y (N,)."""
         target = rng.choice(self._train, n)
-        x = self._gain(rng, self.features[target])
+        x = self.features[target]
+        if self._shifted is not None:
+            phase = rng.integers(0, self.phases, n)
+            late = phase > 0
+            x[late] = self._shifted[phase[late] - 1, target[late]]  # _train is 0 .. N_train - 1
+        x = self._gain(rng, x)
         p = int(rng.integers(0, self.context_frames + 1))  # one length per batch: no padding needed
         if p:
             source = rng.choice(self._train, n)

@@ -224,10 +224,11 @@ def default_hidden() -> dict:
 
 
 def make(name: str, *, seed: int = 0, bidirectional: bool = False, seq_len: int = 50, csv=None,
-         column: str | None = None, horizon: int = 1, text=None, tbptt: int = 100, data=None):
+         column: str | None = None, horizon: int = 1, text=None, tbptt: int = 100, data=None, phases: int = 1):
     """The task object for `name` (a key of DEFAULTS), from the options that apply to it.
     csv/column: forecast (default: the bundled sunspots); text: charlm (default: bundled Genesis);
-    data: classify (a folder of one subfolder of WAV files per class)."""
+    data: classify (a folder of one subfolder of WAV files per class); phases: classify's
+    sub-hop framings of each training clip (ClassifyTask)."""
     if name == "adding":
         return AddingTask(seq_len, seed=seed)
     if name == "forecast":
@@ -248,7 +249,7 @@ def make(name: str, *, seed: int = 0, bidirectional: bool = False, seq_len: int 
         if not data:
             raise InputError("--task classify needs --data DIR: a folder with one subfolder of WAV files per class")
         # a label holds up to 1 s after its word; formants moved by up to 20 %, as between speakers
-        return ClassifyTask(data, seed=seed, trailing=1.0, warp=0.2)
+        return ClassifyTask(data, seed=seed, trailing=1.0, warp=0.2, phases=phases)
     raise InputError(f"task {name!r}; expected one of {', '.join(DEFAULTS)} (seq2seq: edgernn.train.seq2seq)")
 
 
