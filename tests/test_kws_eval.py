@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgernn.audio.wav import write_wav
+from edgernn.runtime.events import Event
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "eval_kws.py"
@@ -143,3 +144,38 @@ def test_pick_samples_takes_test_clips_the_model_gets_right(folder, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no clip of yes" in err and "left as it was" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_framing_report_runs_each_clip_at_every_delay(folder, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert ev.main(["--model", str(MODEL), "--data", str(folder), "--json", str(out), "--no-timing",
+                    "--phases", "2"]) == 0
+    report = json.loads(out.read_text())
+    f = report["framing"]
+    assert f["delays_samples"] == [0, 80] and f["keyword_clips"] == report["overall"]["keyword_clips"]
+    assert f["exact_by_phase"][0] == report["overall"]["events_exact_keywords"]  # delay 0 is the plain run
+    assert f["exact_every_phase"] <= min(f["exact_by_phase"]) <= max(f["exact_by_phase"]) <= f["exact_any_phase"]
+    assert "framing: 2 sub-hop delays" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ev.main(["--model", str(MODEL), "--data", str(folder), "--phases", "0"])
+
+
+def test_framing_report_counts_a_late_event(folder):
+    """A scorer whose event comes 0.8 s late at one delay: every clip is right at every framing, and late."""
+    class Stub(ev.Scorer):
+        def audio(self, path):
+            x = super().audio(path)
+            self.truth, self.length = Path(path).parent.name, len(x)
+            return x
+
+        def run(self, samples):
+            d = len(samples) - self.length - self.fe.sample_rate  # the zeros put before the clip (1 s after it)
+            t = d / self.fe.sample_rate + 0.5 + (0.8 if d == 40 else 0.0)  # late at k = 1 of 4
+            return None, [Event(label=self.truth, t=t, p=1.0, step=0)]
+
+    rels = ev.clips_of(folder, "test")
+    keyword = [r for r in rels if r.split("/", 1)[0] not in ev.IGNORED]
+    f = ev.phase_report(Stub(str(MODEL)), folder, rels, 4, 1.0)
+    assert f["delays_samples"] == [0, 40, 80, 120]
+    assert f["exact_every_phase"] == 1.0 and f["keyword_clips"] == len(keyword) > 0
+    assert f["late_clips"] == len(keyword) and f["onset_spread_s"] == {"median": 0.8, "max": 0.8}

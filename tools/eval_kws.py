@@ -2,7 +2,7 @@
 
     python tools/eval_kws.py --model models/kws.onnx --data DIR [--split test|validation|all]
                              [--trailing 1.0] [--json REPORT.json] [--plot CONFUSION.png] [--seed S]
-                             [--threshold T] [--smooth S] [--sweep T,T,...]
+                             [--threshold T] [--smooth S] [--sweep T,T,...] [--phases K]
 
 DIR is a data set from tools/make_kws_data.py (any Speech Commands layout works; the engine is
 read from the speaker id: `fest-` festival, `hts-` festival-hts, `flite-` flite, `intl-`
@@ -20,6 +20,10 @@ False events per hour: every non-keyword clip of the split (other words and nois
 order, laid end to end in ONE stream that is never reset; every event in it is false.
 --sweep 0.5,0.7,0.9 prints, per event threshold, events exactly right and false events per
 10 min (choose the operating point on --split validation; report it once on test).
+--phases K adds the framing report: each keyword clip is also run started k/K of a hop late
+(k = 1 .. K-1, zeros before it), as a microphone stream frames a word anywhere; it gives the
+share of clips exactly right at every framing, at each framing, and how far the event moves
+(its time minus the delay) between framings: late firing that phase 0 alone hides.
 Speed: the model's ONNX size, parameters, and microseconds per 10 ms frame (model step alone,
 and front end + model) on one thread, in one call per 100 frames.
 """
@@ -156,6 +160,37 @@ def sweep(model: str, data: str, thresholds: list[float], *, split: str = "valid
     return out
 
 
+def phase_report(scorer: Scorer, root: Path, rels: list[str], phases: int, trailing: float) -> dict:
+    """How a model's events hold up when the framing moves: every keyword clip run at `phases`
+    sub-hop delays. `exact_every_phase`: share of clips exactly right at all of them;
+    `exact_by_phase`: share at each delay; `onset_spread_s`: over the clips with exactly one
+    event at every delay, the median and largest spread (max - min) of the event's time after
+    the clip's own start; `late_clips`: how many of them move by more than 0.3 s."""
+    hop, rate = scorer.fe.hop, scorer.fe.sample_rate
+    if phases > hop:
+        raise SystemExit(f"eval_kws.py: --phases {phases}; expected at most the hop, {hop} samples (one framing per sample)")
+    delays = [round(k * hop / phases) for k in range(phases)]
+    zeros = np.zeros(int(round(trailing * rate)))
+    keyword = [r for r in rels if r.split("/", 1)[0] not in IGNORED]
+    exact = np.zeros((len(keyword), phases), bool)
+    spreads = []
+    for i, rel in enumerate(keyword):
+        x, truth, times = scorer.audio(root / rel), rel.split("/", 1)[0], []
+        for k, d in enumerate(delays):
+            _, events = scorer.run(np.concatenate([np.zeros(d), x, zeros]))
+            exact[i, k] = [e.label for e in events] == [truth]
+            times.append(events[0].t - d / rate if exact[i, k] else None)
+        if all(t is not None for t in times):
+            spreads.append(max(times) - min(times))
+    return {"phases": phases, "delays_samples": delays, "keyword_clips": len(keyword),
+            "exact_every_phase": round(float(exact.all(axis=1).mean()), 4) if keyword else None,
+            "exact_any_phase": round(float(exact.any(axis=1).mean()), 4) if keyword else None,
+            "exact_by_phase": [round(float(v), 4) for v in exact.mean(axis=0)] if keyword else [],
+            "onset_spread_s": {"median": round(float(np.median(spreads)), 3) if spreads else None,
+                               "max": round(float(np.max(spreads)), 3) if spreads else None},
+            "late_clips": int(np.sum(np.asarray(spreads) > 0.3))}
+
+
 def summarise(rows: list[dict]) -> dict:
     keyword = [r for r in rows if r["truth"] not in IGNORED]
     mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
@@ -236,7 +271,7 @@ def plot(path: str, matrix: list[list[int]], labels: list[str], title: str) -> N
 
 
 def evaluate(model: str, data: str, *, split: str = "test", trailing: float = 1.0, seed: int = 0,
-             threads: int = 1, timing: bool = True, events: dict | None = None) -> dict:
+             threads: int = 1, timing: bool = True, events: dict | None = None, phases: int = 1) -> dict:
     root = Path(data)
     scorer = Scorer(model, threads=threads, events=events)
     rels = clips_of(root, split)
@@ -259,6 +294,8 @@ def evaluate(model: str, data: str, *, split: str = "test", trailing: float = 1.
                                    "events_exact": v["events_exact"] >= TARGETS["events_exact"],
                                    "false_per_10min": (v["false_events"]["per_10min"] or 0) <= TARGETS["false_per_10min"]}
                                for e, v in report["engines"].items()}
+    if phases > 1:
+        report["framing"] = phase_report(scorer, root, rels, phases, trailing)
     report["size"] = model_size(model)
     if timing:
         report["speed"] = speed(scorer)
@@ -290,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     add("--smooth", type=float, help="event smoothing in seconds (default: the detector's)")
     add("--sweep", metavar="T,T,...", type=lambda text: [float(t) for t in text.split(",") if t],
         help="instead of the report: events and false events per 10 min at each event threshold")
+    add("--phases", type=int, default=1, metavar="K",
+        help="also run every keyword clip at K sub-hop framings and report how its events hold (default 1: off)")
     args = parser.parse_args(argv)
+    if args.phases < 1:
+        parser.error(f"--phases {args.phases}; expected 1 (off) or more framings, e.g. 8")
     if args.sweep:
         rows = sweep(args.model, args.data, args.sweep, split=args.split, trailing=args.trailing, seed=args.seed,
                      threads=args.threads, events={"smooth": args.smooth} if args.smooth is not None else None)
@@ -303,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['false_per_10min'] or 0:11.2f}")
         return 0
     report = evaluate(args.model, args.data, split=args.split, trailing=args.trailing, seed=args.seed,
-                      threads=args.threads, timing=not args.no_timing,
+                      threads=args.threads, timing=not args.no_timing, phases=args.phases,
                       events={k: v for k, v in (("threshold", args.threshold), ("smooth", args.smooth)) if v is not None})
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
@@ -313,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
              f"{Path(args.model).name} on {args.split} speakers of {', '.join(report['engines'])}\n"
              f"{o['clips']} clips, label {o['clip_label']:.3f} after {args.trailing:g} s of silence")
     print(table(report))
+    if "framing" in report:
+        f = report["framing"]
+        print(f"framing: {f['phases']} sub-hop delays, {f['keyword_clips']} keyword clips: exactly right at every one "
+              f"{f['exact_every_phase']:.3f}, at any {f['exact_any_phase']:.3f}; by delay "
+              f"{' '.join(f'{v:.3f}' for v in f['exact_by_phase'])}; event moves median "
+              f"{f['onset_spread_s']['median']} s, max {f['onset_spread_s']['max']} s, {f['late_clips']} clips > 0.3 s")
     if "speed" in report:
         s, z = report["speed"], report["size"]
         print(f"size {z['onnx_bytes'] / 1024:.0f} KiB, {z['parameters']} parameters; "
