@@ -158,4 +158,6 @@ def test_new_task_bad_inputs_exit_2(tmp_path):
     (data / "validation_list.txt").write_text("a/spk2_nohash_0.wav\nb/spk2_nohash_0.wav\n")
     line = _one_line_exit_2(run_cli("train", "--task", "classify", "--data", data, "-o", tmp_path / "k.pt"))
     assert "not supported" in line and ".wav" in line
+    line = _one_line_exit_2(run_cli("train", "--task", "classify", "--data", data, "--phases", "0", "-o", tmp_path / "k.pt"))
+    assert "--phases" in line and "0" in line
     assert not (tmp_path / "k.pt").exists() and not (tmp_path / "c.pt").exists()

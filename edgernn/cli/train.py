@@ -39,7 +39,7 @@ def _make_task(task, o):
 @click.option("--text", type=click.Path(dir_okay=False), help="charlm: a UTF-8 text file (default: bundled Genesis, KJV).")
 @click.option("--tbptt", type=int, default=100, show_default=True, help="charlm: truncated-BPTT segment length; the state is carried across segments.")
 @click.option("--data", type=click.Path(file_okay=False), help="classify: a folder with one subfolder of WAV files per class.")
-@click.option("--phases", type=click.IntRange(min=1), default=1, show_default=True, help="classify: also train on each clip framed K-1 other ways, delayed by k/K of a hop, as a live microphone frames it (K times the training features' memory).")
+@click.option("--phases", type=int, default=1, show_default=True, help="classify: also train on each clip framed K-1 other ways, delayed by k/K of a hop, as a live microphone frames it (K times the training features' memory).")
 @click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"]), help="Recurrent cell (default: " + ", ".join(f"{k} {c}" for k, c in tasks.default_cells().items()) + ").")
 @click.option("--bidirectional", is_flag=True, help="Read the sequence both ways (offline models).")
 @click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
@@ -72,7 +72,7 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
 
     if o["train_lookahead"] is not None and o["train_lookahead"] < 0:
         raise InputError(f"--lookahead {o['train_lookahead']}; expected frames >= 0")
-    for name in ("steps", "epochs", "eval_every", "batch_size", "tbptt", "layers", "hidden", "threads", "train_chunk"):
+    for name in ("steps", "epochs", "eval_every", "batch_size", "tbptt", "layers", "hidden", "threads", "train_chunk", "phases"):
         if o.get(name) is not None and o[name] < 1:
             raise InputError(f"--{name.replace('_', '-')} {o[name]}; expected a positive integer")
     output = output or f"{task}.pt"
