@@ -103,6 +103,7 @@ def test_task_interface(tmp_path):
     info = json.loads(json.dumps(task.checkpoint_info()))["task"]  # JSON-ready
     assert info["name"] == "classify" and info["classes"] == list(SOUNDS)
     assert (info["train_clips"], info["val_clips"]) == (24, 12) and info["val_speakers"] == ["spk4", "spk5"]
+    assert info["phases"] == 1
 
 
 def test_evaluate_scores_the_last_frame(tmp_path):
@@ -276,6 +277,7 @@ def test_phases_train_on_every_framing_and_validate_on_one(tmp_path):
             assert len(hit) >= 1
             seen.update(int(k) for k in hit[:, 0])
     assert seen == {0, 1, 2, 3}  # every framing drawn
+    assert task.checkpoint_info()["task"]["phases"] == 4
     for bad in (0, 161, 2.5):
         with pytest.raises(InputError, match=f"phases={bad}; expected a whole number from 1"):
             task_of(root, phases=bad)

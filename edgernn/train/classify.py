@@ -370,4 +370,4 @@ class ClassifyTask:
     def checkpoint_info(self) -> dict:
         return {"task": {"name": self.name, "data": os.fspath(self.data_dir), "classes": self.labels,
                          "train_clips": len(self._train), "val_clips": len(self._val),
-                         "val_speakers": self.val_speakers}}
+                         "val_speakers": self.val_speakers, "phases": self.phases}}
