@@ -179,3 +179,35 @@ def test_framing_report_counts_a_late_event(folder):
     assert f["delays_samples"] == [0, 40, 80, 120]
     assert f["exact_every_phase"] == 1.0 and f["keyword_clips"] == len(keyword) > 0
     assert f["late_clips"] == len(keyword) and f["onset_spread_s"] == {"median": 0.8, "max": 0.8}
+
+
+def events_tool():
+    spec = importlib.util.spec_from_file_location("eval_events", ROOT / "tools" / "eval_events.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_events_on_running_speech_match_each_keyword_once():
+    """tools/eval_events.py: a keyword is on time once, between its onset and 0.3 s after its end; the rest is false."""
+    ee = events_tool()
+    spans = [("yes", 1.0, 1.4), ("dog", 2.0, 2.3), ("go", 3.0, 3.3), ("no", 4.0, 4.3)]
+    fired = [Event("yes", 1.45, 1.0, 0), Event("yes", 1.5, 1.0, 0),  # the second is false: one word, one hit
+             Event("go", 2.35, 1.0, 0),  # inside "dog": false
+             Event("go", 3.65, 1.0, 0),  # 0.35 s after the end of "go": late, so false
+             Event("no", 4.2, 1.0, 0)]
+    hits, false = ee.match(fired, spans)
+    assert hits == [("yes", 0.05), ("no", -0.1)] and false == 3
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_events_on_running_speech_with_the_shipped_model(tmp_path):
+    ee = events_tool()
+    out = tmp_path / "e.json"
+    assert ee.main(["--model", str(MODEL), "--voices", "en-us", "--speeds", "150", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["utterances"] == 2 and r["keywords"] == 20 and r["other_words"] == 30
+    assert r["on_time"] == sum(x["on_time"] for x in r["rows"]) >= 14  # the training engine's own voice
+    assert all(-0.3 <= d <= 0.3 for x in r["rows"] for d in x["late_s"])
+    with pytest.raises(SystemExit):
+        ee.main(["--model", str(MODEL), "--gap", "-1"])
