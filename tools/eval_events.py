@@ -33,6 +33,7 @@ from make_kws_data import KEYWORDS, VOICES  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgernn.audio.wav import read_wav  # noqa: E402
+from edgernn.core.wording import plural  # noqa: E402
 
 OTHERS = ("house", "happy", "tree", "bird", "dog", "hello", "seven", "marvin", "sheila", "bed", "cat", "wow",
           "zero", "four", "music")  # fmt: skip
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     t = report["t_minus_end_s"]
     timing = f"; t - end {t['min']:+.2f} to {t['max']:+.2f} s (median {t['median']:+.2f})" if t else ""
-    print(f"{report['on_time']} of {report['keywords']} keywords on time, {report['false']} false events over "
+    print(f"{report['on_time']} of {report['keywords']} keywords on time, {plural(report['false'], 'false event')} over "
           f"{report['other_words']} other words and the pauses ({report['utterances']} utterances, gap "
           f"{args.gap:g} s){timing}")
     return 0
