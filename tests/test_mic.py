@@ -376,17 +376,11 @@ SPOKEN = ["yes", "house", "no", "up", "happy", "down", "left", "tree", "right", 
 
 
 def speak(word: str, *, voice="en-us", speed=150) -> np.ndarray:
-    """One word from espeak-ng at 16 kHz, trimmed to where it is audible, peak 0.5."""
-    from edgernn.audio.wav import read_wav
+    """One word from espeak-ng at 16 kHz, trimmed to where it is audible, peak 0.5 (tools/eval_events.py's)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from eval_events import speak as synthesise
 
-    with tempfile.TemporaryDirectory() as d:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", f"{d}/w.wav", word], check=True,
-                       capture_output=True)
-        x, _ = read_wav(f"{d}/w.wav", sample_rate=SR)
-    rms = np.sqrt(np.convolve(x.astype(np.float64) ** 2, np.ones(160) / 160, "same"))
-    loud = np.flatnonzero(rms > 0.02 * rms.max())
-    x = x[loud[0]:loud[-1] + 1]
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+    return synthesise(word, voice, speed, SR).astype(np.float32)
 
 
 def utterance(words, *, gap=0.6, lead=0.5):
