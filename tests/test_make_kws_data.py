@@ -170,6 +170,30 @@ def test_same_seed_same_files(tiny, tmp_path):
     assert wav_files(other) != wav_files(tiny)
 
 
+def test_more_unknown_clips_leave_every_other_clip_and_the_split_as_they_were(tiny, tmp_path):
+    more = tmp_path / "more"
+    assert kws.main([str(more), *TINY, "--seed", "7", "--unknown-per-class", "7"]) == 0
+    counts = {label: len(list((more / label).iterdir())) for label in ("_silence_", "_unknown_", "yes", "no")}
+    assert counts == {"_silence_": 3, "_unknown_": 7, "yes": 3, "no": 3}
+    before, after = wav_files(tiny), wav_files(more)
+    assert {k: v for k, v in after.items() if not k.startswith("_unknown_/")} == \
+           {k: v for k, v in before.items() if not k.startswith("_unknown_/")}
+    def split(root):  # speaker -> the split its files are listed in
+        val, test = ((root / name).read_text().split() for name in ("validation_list.txt", "testing_list.txt"))
+        return {speaker_of(p): "validation" if p in val else "test" if p in test else "train" for p in wav_files(root)}
+    mine, theirs = split(more), split(tiny)
+    assert len(mine) > len(theirs) and all(mine[s] == where for s, where in theirs.items())
+
+
+def test_bad_unknown_per_class_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        kws.main([str(tmp_path / "x"), *TINY, "--unknown-per-class", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--unknown-per-class" in err and "at least 1" in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_named_validation_voice(tmp_path):
     need_espeak()
     out = tmp_path / "named"

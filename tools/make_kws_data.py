@@ -2,7 +2,8 @@
 
     python tools/make_kws_data.py OUT_DIR [--per-class N] [--seed S] [--jobs J]
                                   [--engines espeak,festival] [--unseen festival-hts,flite]
-                                  [--unseen-per-class M] [--val-fraction F] [--test-fraction F]
+                                  [--unseen-per-class M] [--unknown-per-class U]
+                                  [--val-fraction F] [--test-fraction F]
                                   [--val-voices NAME ...] [--recordings DIR ...] [--force]
 
 The layout follows Google Speech Commands, so the usual loaders read it unchanged:
@@ -614,8 +615,10 @@ def plan_recorded(recorded: dict, splits: dict, *, seed: int, copies: int) -> li
     return clips
 
 
-def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, unseen_n: int, seed: int):
-    """Classes in TensorFlow Speech Commands order, and every clip to make."""
+def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, unseen_n: int, seed: int,
+         unknown_n: int | None = None):
+    """Classes in TensorFlow Speech Commands order, and every clip to make: `n` per class from the
+    seen engines together (`unknown_n` for _unknown_, default `n`), `unseen_n` per --unseen engine."""
     classes = [SILENCE, UNKNOWN, *keywords]
     words = {SILENCE: [None], UNKNOWN: list(UNKNOWN_WORDS)}
     engines = [e for e in ENGINES if e != "recorded" and any(s.engine == e for s in speakers)]
@@ -624,6 +627,7 @@ def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, 
     clips = []
     for k, label in enumerate(classes):
         groups, quota = {}, {}
+        total = unknown_n if label == UNKNOWN and unknown_n is not None else n
         for engine in engines:
             mine = list(INTL_UNKNOWN) if engine == "festival-intl" and label == UNKNOWN else words.get(label, [label])
             voices = {s.voice for s in speakers if s.engine == engine}
@@ -632,8 +636,8 @@ def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, 
             # an engine whose voices do not all say the word gets that share of its quota, so no
             # voice stands for a word alone
             cover = len({s.voice for s in group}) / max(len(voices), 1)
-            quota[engine] = round(n * share[engine] * cover) if engine in share else unseen_n * bool(group)
-        quota[seen[0]] += n - sum(quota[e] for e in seen)  # the rounding and the uncovered part
+            quota[engine] = round(total * share[engine] * cover) if engine in share else unseen_n * bool(group)
+        quota[seen[0]] += total - sum(quota[e] for e in seen)  # the rounding and the uncovered part
         for j, engine in enumerate(engines):
             mine, group = groups[engine]
             if group and quota[engine] > 0:
@@ -783,7 +787,7 @@ def _build(args: argparse.Namespace, *, command: str) -> Path:
         splits.update(split_speakers(batch, names=mine(args.val_voices) or None, seed=args.seed + 7919 * i,
                                      test_names=mine(args.test_voices) or None, **split))
     classes, clips = plan(args.words, speakers, splits, n=args.per_class, unseen_n=args.unseen_per_class,
-                          seed=args.seed)
+                          seed=args.seed, unknown_n=args.unknown_per_class)
     clips += plan_recorded(recorded, splits, seed=args.seed, copies=args.recording_copies)
     readme = describe(classes, clips, splits, command=command, versions=versions)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -820,6 +824,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--unseen", type=_engine_list, default=[], metavar="LIST",
         help="engines whose every speaker is test only, e.g. festival-hts,flite (default none)")
     add("--unseen-per-class", type=int, default=60, metavar="M", help="clips per class per --unseen engine (default 60)")
+    add("--unknown-per-class", type=int, metavar="U",
+        help="_unknown_ clips from the --engines together (default: --per-class). More of them, each a word"
+        " that is no keyword, teach the model what not to fire on")
     add("--seed", type=int, default=0, help="same seed, same WAV files (default 0)")
     add("--jobs", type=int, default=2, metavar="J", help="parallel engine calls (default 2)")
     add("--val-voices", nargs="+", metavar="NAME",
@@ -843,9 +850,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--force", action="store_true", help="replace OUT_DIR even if it is not empty")
     add("--words", type=lambda s: s.split(","), default=list(KEYWORDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if (args.per_class < 1 or args.jobs < 1 or args.recording_copies < 1 or args.unseen_per_class < 0 or not 0.0 <= args.val_fraction < 1.0
+    if (args.per_class < 1 or (args.unknown_per_class is not None and args.unknown_per_class < 1) or args.jobs < 1 or args.recording_copies < 1 or args.unseen_per_class < 0 or not 0.0 <= args.val_fraction < 1.0
             or not 0.0 <= args.test_fraction < 1.0 or args.val_fraction + args.test_fraction >= 1.0):
-        parser.error("--per-class, --jobs and --recording-copies must be at least 1, --val-fraction and --test-fraction in [0, 1) "
+        parser.error("--per-class, --unknown-per-class, --jobs and --recording-copies must be at least 1, --val-fraction and --test-fraction in [0, 1) "
                      "with a sum under 1")
     args.unseen = [e for e in args.unseen]
     args.engines = [e for e in args.engines if e not in args.unseen]
