@@ -616,9 +616,9 @@ def plan_recorded(recorded: dict, splits: dict, *, seed: int, copies: int) -> li
 
 
 def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, unseen_n: int, seed: int,
-         unknown_n: int | None = None):
+         unknown_n: int):
     """Classes in TensorFlow Speech Commands order, and every clip to make: `n` per class from the
-    seen engines together (`unknown_n` for _unknown_, default `n`), `unseen_n` per --unseen engine."""
+    seen engines together (`unknown_n` for _unknown_), `unseen_n` per --unseen engine."""
     classes = [SILENCE, UNKNOWN, *keywords]
     words = {SILENCE: [None], UNKNOWN: list(UNKNOWN_WORDS)}
     engines = [e for e in ENGINES if e != "recorded" and any(s.engine == e for s in speakers)]
@@ -627,7 +627,7 @@ def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, 
     clips = []
     for k, label in enumerate(classes):
         groups, quota = {}, {}
-        total = unknown_n if label == UNKNOWN and unknown_n is not None else n
+        total = unknown_n if label == UNKNOWN else n
         for engine in engines:
             mine = list(INTL_UNKNOWN) if engine == "festival-intl" and label == UNKNOWN else words.get(label, [label])
             voices = {s.voice for s in speakers if s.engine == engine}
@@ -850,7 +850,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--force", action="store_true", help="replace OUT_DIR even if it is not empty")
     add("--words", type=lambda s: s.split(","), default=list(KEYWORDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if (args.per_class < 1 or (args.unknown_per_class is not None and args.unknown_per_class < 1) or args.jobs < 1 or args.recording_copies < 1 or args.unseen_per_class < 0 or not 0.0 <= args.val_fraction < 1.0
+    if args.unknown_per_class is None:
+        args.unknown_per_class = args.per_class
+    if (args.per_class < 1 or args.unknown_per_class < 1 or args.jobs < 1 or args.recording_copies < 1 or args.unseen_per_class < 0 or not 0.0 <= args.val_fraction < 1.0
             or not 0.0 <= args.test_fraction < 1.0 or args.val_fraction + args.test_fraction >= 1.0):
         parser.error("--per-class, --unknown-per-class, --jobs and --recording-copies must be at least 1, --val-fraction and --test-fraction in [0, 1) "
                      "with a sum under 1")
