@@ -106,6 +106,8 @@ PT_READERS = {  # how each command that reads a .pt is pointed at the file
     "info": lambda pt, g: ["info", pt],
     "train --resume": lambda pt, g: ["train", "--task", "adding", "--hidden", "8", "--steps", "2", "--resume", pt,
                                      "-o", pt.with_suffix(".new.pt")],
+    "train --init": lambda pt, g: ["train", "--task", "adding", "--hidden", "8", "--steps", "2", "--init", pt,
+                                   "-o", pt.with_suffix(".new.pt")],
 }
 
 
@@ -121,7 +123,7 @@ def test_a_pickle_that_runs_code_is_refused_by_every_command(good, tmp_path, kin
     assert not list(tmp_path.glob("*.out.onnx")) and not list(tmp_path.glob("*.new.pt"))
 
 
-@pytest.mark.parametrize("command", ["verify", "info", "train --resume"])
+@pytest.mark.parametrize("command", ["verify", "info", "train --resume", "train --init"])
 def test_the_refusal_names_only_a_fix_the_command_has(good, tmp_path, command):
     pt = tmp_path / "evil.pt"
     _hostile_pt("raw_pickle", pt, tmp_path / "MARKER", good)

@@ -160,3 +160,54 @@ def test_cli_task_choice_is_the_registry():
 
     opt = next(p for p in train.params if p.name == "task")
     assert tuple(opt.type.choices) == tasks.NAMES
+
+
+def test_init_starts_from_the_given_weights_and_normalisation(tmp_path):
+    """Fine-tuning: --init's weights and input normalisation replace the fresh ones; a run of
+    no learning (lr ~ 0) ends where it started, and a real one moves on from there."""
+    task = tasks.AddingTask(8)
+    spec = ModelSpec(cell="gru", hidden=8, **task.spec_args)
+    start, _ = train_mod.train(task, spec, train_mod.TrainConfig(steps=40, eval_every=20, batch_size=8))
+    init = {k: v.clone() for k, v in start.state_dict().items()}
+    init["in_mean"] = torch.full_like(init["in_mean"], 0.25)  # not what the task would set
+    still, _ = train_mod.train(task, spec, train_mod.TrainConfig(steps=2, eval_every=2, batch_size=8, lr=1e-12),
+                               init=init)
+    for k, v in init.items():
+        assert torch.allclose(v, still.state_dict()[k], atol=1e-7), k
+    fresh, _ = train_mod.train(task, spec, train_mod.TrainConfig(steps=2, eval_every=2, batch_size=8, lr=1e-12))
+    assert not torch.allclose(fresh.state_dict()["in_mean"], init["in_mean"])
+
+
+def test_init_refuses_weights_of_another_model(tmp_path):
+    from click.testing import CliRunner
+
+    from edgernn.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    base = ["train", "--task", "adding", "--seq-len", "8", "--cell", "gru", "--batch-size", "8", "--steps", "4",
+            "--eval-every", "2"]
+    assert run(*base, "--hidden", "8", "-o", tmp_path / "a.pt").exit_code == 0
+    assert run(*base, "--hidden", "8", "--init", tmp_path / "a.pt", "-o", tmp_path / "b.pt").exit_code == 0
+    for extra, match in ((["--hidden", "16"], "differs from this command's"),
+                         (["--hidden", "8", "--resume", tmp_path / "a.pt"], "--resume and --init both given"),
+                         (["--hidden", "8", "--init", tmp_path / "none.pt"], "no such file")):
+        init = [] if "--init" in extra else ["--init", tmp_path / "a.pt"]
+        r = run(*base, *extra, *init, "-o", tmp_path / "c.pt")
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and match in r.output, (extra, r.output)
+        assert not (tmp_path / "c.pt").exists()
+
+
+def test_init_refuses_other_labels(tmp_path):
+    from test_classify import make_set, task_of
+
+    from edgernn.cli.train import _load_init
+
+    task = task_of(make_set(tmp_path / "a"))
+    spec = ModelSpec(cell="gru", hidden=8, **task.spec_args)
+    model, result = train_mod.train(task, spec, train_mod.TrainConfig(steps=2, eval_every=2, batch_size=4))
+    train_mod.save(tmp_path / "a.pt", model, task, result)
+    assert set(_load_init(tmp_path / "a.pt", spec, task.labels)) == set(model.state_dict())
+    with pytest.raises(InputError, match="labels .* differ from the data's"):
+        _load_init(tmp_path / "a.pt", spec, list(reversed(task.labels)))

@@ -57,11 +57,12 @@ def _make_task(task, o):
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the run repeatable.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch intra-op threads; small RNNs gain little from more, and contended cores lose a lot.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False), help="Continue an interrupted run from its checkpoint.")
+@click.option("--init", "init_path", type=click.Path(dir_okay=False), help="Fine-tune: start from this checkpoint's weights and normalisation (same model options and labels; a fresh optimiser and schedule).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Checkpoint to write (default: TASK.pt).")
 @click.option("--metrics-json", type=click.Path(dir_okay=False), help="Also write the final metrics as JSON here.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write training curves (loss, metric vs baseline) as PNG.")
 @click.option("--grad-report", type=click.Path(dir_okay=False), help="Write ||dL/dh_k|| over time steps k, start vs end of training, as PNG.")
-def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
+def train(task, output, metrics_json, resume_path, init_path, plot, grad_report, **o):
     """Train a model and write a checkpoint (spec, weights, normalisation, metrics).
 
     Data-parallel: `torchrun --nproc-per-node N -m edgernn train ...` (gloo on CPU, nccl on GPU).
@@ -93,14 +94,18 @@ def train(task, output, metrics_json, resume_path, plot, grad_report, **o):
         import torch
 
         torch.set_num_threads(o["threads"])
+    if resume_path and init_path:
+        raise InputError("--resume and --init both given; expected one: --resume continues an interrupted run, "
+                         "--init starts a new run from finished weights")
     resume = _load_resume(resume_path, spec) if resume_path else None
+    init = _load_init(init_path, spec, getattr(t, "labels", None)) if init_path else None
     hooks, grads = (_grad_hooks(t, cfg) if grad_report else ({}, None))
 
     def on_eval(model, state, best):  # a checkpoint per validation: an interrupted run resumes from it
         train_mod.save(output, model, t, {"config": cfg.__dict__}, resume_state=state, best_state=best)
 
-    model, result = train_mod.train(t, spec, cfg, progress=_progress_printer(task), resume=resume, on_eval=on_eval,
-                                    hooks=hooks)
+    model, result = train_mod.train(t, spec, cfg, progress=_progress_printer(task), resume=resume, init=init,
+                                    on_eval=on_eval, hooks=hooks)
     if sys.stderr.isatty():
         click.echo("", err=True)
     if int(__import__("os").environ.get("RANK", "0")) != 0:
@@ -139,6 +144,22 @@ def _load_resume(path, spec) -> dict:
         raise InputError(f"--resume {path}: its model {ckpt.get('spec')} differs from this command's {spec.to_dict()}; "
                          "expected the same model options")
     return ckpt
+
+
+def _load_init(path, spec, labels) -> dict:
+    from edgernn.train import checkpoint
+    from edgernn.core.errors import InputError
+
+    ckpt = checkpoint.read(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "spec" not in ckpt:
+        raise InputError(f"--init {path}: not an edgernn training checkpoint; expected the -o file of `edgernn train`")
+    if ckpt["spec"] != spec.to_dict():
+        raise InputError(f"--init {path}: its model {ckpt['spec']} differs from this command's {spec.to_dict()}; "
+                         "expected the same model options")
+    if labels is not None and ckpt.get("labels") is not None and list(ckpt["labels"]) != list(labels):
+        raise InputError(f"--init {path}: its labels {list(ckpt['labels'])} differ from the data's {list(labels)}; "
+                         "expected the same classes in the same order")
+    return ckpt["state_dict"]
 
 
 def _grad_hooks(t, cfg):

@@ -122,12 +122,15 @@ def _distributed() -> tuple[int, int]:
 
 
 def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict], None] | None = None,
-          resume: dict | None = None, on_eval: Callable[[RNNModel, dict, dict], None] | None = None,
+          resume: dict | None = None, init: dict | None = None,
+          on_eval: Callable[[RNNModel, dict, dict], None] | None = None,
           hooks: dict | None = None) -> tuple[RNNModel, dict]:
     """Train a model of `spec` on `task`; returns the best model (by validation metric) and results.
 
     `resume` is a checkpoint dict from a previous run of the same config: training continues
     from its step with its optimiser and random states, so the result equals an uninterrupted run.
+    `init` is a state_dict to start from (fine-tuning): its weights and its input normalisation, which
+    the weights were learned on, replace the fresh ones; the optimiser and schedule start anew.
     `on_eval(model, state, best_state)` is called after each validation (to checkpoint).
     `hooks`: optional {"start": fn(model), "end": fn(model)} (gradient reports).
     """
@@ -141,6 +144,12 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
     model = RNNModel(spec)
     if hasattr(task, "normalization"):
         model.set_normalization(**task.normalization)
+    if init is not None:
+        try:
+            model.load_state_dict(init)
+        except RuntimeError as e:
+            raise InputError(f"--init: the weights do not fit this model ({str(e).splitlines()[0][:160]}); "
+                             "expected a checkpoint with the same model options") from e
     rng = np.random.default_rng([cfg.seed, rank])  # each process draws its own data
     net = model
     if world > 1:
