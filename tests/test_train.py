@@ -162,9 +162,9 @@ def test_cli_task_choice_is_the_registry():
     assert tuple(opt.type.choices) == tasks.NAMES
 
 
-def test_init_starts_from_the_given_weights_and_normalisation(tmp_path):
-    """Fine-tuning: --init's weights and input normalisation replace the fresh ones; a run of
-    no learning (lr ~ 0) ends where it started, and a real one moves on from there."""
+def test_init_starts_from_the_given_weights_and_normalisation():
+    """Fine-tuning: --init's weights and input normalisation replace the fresh ones, so a run of
+    no learning (lr ~ 0) ends where it started; without init the same run does not."""
     task = tasks.AddingTask(8)
     spec = ModelSpec(cell="gru", hidden=8, **task.spec_args)
     start, _ = train_mod.train(task, spec, train_mod.TrainConfig(steps=40, eval_every=20, batch_size=8))

@@ -147,7 +147,7 @@ def train(task, spec: ModelSpec, cfg: TrainConfig, *, progress: Callable[[dict],
     if init is not None:
         try:
             model.load_state_dict(init)
-        except RuntimeError as e:
+        except (RuntimeError, TypeError, AttributeError) as e:  # shapes, names, or values that are not tensors
             raise InputError(f"--init: the weights do not fit this model ({str(e).splitlines()[0][:160]}); "
                              "expected a checkpoint with the same model options") from e
     rng = np.random.default_rng([cfg.seed, rank])  # each process draws its own data
