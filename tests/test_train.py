@@ -199,10 +199,10 @@ def test_init_refuses_weights_of_another_model(tmp_path):
         assert not (tmp_path / "c.pt").exists()
 
 
-def test_init_refuses_other_labels(tmp_path):
+def test_init_and_resume_refuse_other_labels(tmp_path):
     from test_classify import make_set, task_of
 
-    from edgernn.cli.train import _load_init
+    from edgernn.cli.train import _load_init, _load_resume
 
     task = task_of(make_set(tmp_path / "a"))
     spec = ModelSpec(cell="gru", hidden=8, **task.spec_args)
@@ -211,3 +211,7 @@ def test_init_refuses_other_labels(tmp_path):
     assert set(_load_init(tmp_path / "a.pt", spec, task.labels)) == set(model.state_dict())
     with pytest.raises(InputError, match="labels .* differ from the data's"):
         _load_init(tmp_path / "a.pt", spec, list(reversed(task.labels)))
+    train_mod.save(tmp_path / "r.pt", model, task, result, resume_state={"run": {}})  # resume checks the same
+    assert _load_resume(tmp_path / "r.pt", spec, task.labels)["resume"] == {"run": {}}
+    with pytest.raises(InputError, match="labels .* differ from the data's"):
+        _load_resume(tmp_path / "r.pt", spec, list(reversed(task.labels)))

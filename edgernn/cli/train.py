@@ -97,8 +97,9 @@ def train(task, output, metrics_json, resume_path, init_path, plot, grad_report,
     if resume_path and init_path:
         raise InputError("--resume and --init both given; expected one: --resume continues an interrupted run, "
                          "--init starts a new run from finished weights")
-    resume = _load_resume(resume_path, spec) if resume_path else None
-    init = _load_init(init_path, spec, getattr(t, "labels", None)) if init_path else None
+    labels = getattr(t, "labels", None)
+    resume = _load_resume(resume_path, spec, labels) if resume_path else None
+    init = _load_init(init_path, spec, labels) if init_path else None
     hooks, grads = (_grad_hooks(t, cfg) if grad_report else ({}, None))
 
     def on_eval(model, state, best):  # a checkpoint per validation: an interrupted run resumes from it
@@ -132,34 +133,32 @@ def train(task, output, metrics_json, resume_path, init_path, plot, grad_report,
                f"({m['seconds']:.0f}s, {m['steps']} steps{note}) -> {output}")
 
 
-def _load_resume(path, spec) -> dict:
+def _same_model_checkpoint(flag, path, spec, labels, key, what) -> dict:
+    """The checkpoint at `path`, refused in one line unless it holds `key` and was trained with
+    this command's model options and, where both know them, the data's labels in the same order."""
     from edgernn.train import checkpoint
     from edgernn.core.errors import InputError
 
     ckpt = checkpoint.read(path)
-    if not isinstance(ckpt, dict) or "resume" not in ckpt:
-        raise InputError(f"--resume {path}: not an unfinished edgernn training checkpoint; expected the -o file of an "
-                         "interrupted `edgernn train` run")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get(key), dict) or "state_dict" not in ckpt:
+        raise InputError(f"{flag} {path}: not {what}")
     if ckpt.get("spec") != spec.to_dict():
-        raise InputError(f"--resume {path}: its model {ckpt.get('spec')} differs from this command's {spec.to_dict()}; "
+        raise InputError(f"{flag} {path}: its model {ckpt.get('spec')} differs from this command's {spec.to_dict()}; "
                          "expected the same model options")
+    if labels is not None and ckpt.get("labels") is not None and list(ckpt["labels"]) != list(labels):
+        raise InputError(f"{flag} {path}: its labels {list(ckpt['labels'])} differ from the data's {list(labels)}; "
+                         "expected the same classes in the same order")
     return ckpt
 
 
-def _load_init(path, spec, labels) -> dict:
-    from edgernn.train import checkpoint
-    from edgernn.core.errors import InputError
+def _load_resume(path, spec, labels) -> dict:
+    return _same_model_checkpoint("--resume", path, spec, labels, "resume", "an unfinished edgernn training "
+                                  "checkpoint; expected the -o file of an interrupted `edgernn train` run")
 
-    ckpt = checkpoint.read(path)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "spec" not in ckpt:
-        raise InputError(f"--init {path}: not an edgernn training checkpoint; expected the -o file of `edgernn train`")
-    if ckpt["spec"] != spec.to_dict():
-        raise InputError(f"--init {path}: its model {ckpt['spec']} differs from this command's {spec.to_dict()}; "
-                         "expected the same model options")
-    if labels is not None and ckpt.get("labels") is not None and list(ckpt["labels"]) != list(labels):
-        raise InputError(f"--init {path}: its labels {list(ckpt['labels'])} differ from the data's {list(labels)}; "
-                         "expected the same classes in the same order")
-    return ckpt["state_dict"]
+
+def _load_init(path, spec, labels) -> dict:
+    return _same_model_checkpoint("--init", path, spec, labels, "spec", "an edgernn training checkpoint; expected "
+                                  "the -o file of `edgernn train`")["state_dict"]
 
 
 def _grad_hooks(t, cfg):
