@@ -405,3 +405,37 @@ def test_rhvoice_engine_makes_speakers_per_pitch_and_one_line_without_it(tmp_pat
     assert kws.main([str(tmp_path / "none"), "--per-class", "4", "--words", "yes", "--engines", "rhvoice"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("make_kws_data: error: RHVoice-test not found") and not (tmp_path / "none").exists()
+
+
+def test_unknown_words_from_a_file_are_what_unknown_clips_say(tmp_path):
+    need_espeak()
+    words = tmp_path / "words.txt"
+    words.write_text("# my own non-keywords\nbanana\n  Kite  # a near miss of 'right'\n\nbanana\n", encoding="utf-8")
+    out = tmp_path / "own"
+    assert kws.main([str(out), *TINY, "--seed", "7", "--unknown-words", str(words)]) == 0
+    assert "_unknown_ words (2): banana kite" in (out / "README.txt").read_text().splitlines()
+    assert len(list((out / "_unknown_").glob("*.wav"))) == 3
+    wide = kws.parse_args(["x", "--unknown-words", "wide"]).unknown_words
+    assert set(kws.UNKNOWN_WORDS) < set(wide) and not set(wide) & set(kws.KEYWORDS)
+    assert kws.parse_args(["x"]).unknown_words == kws.UNKNOWN_WORDS
+
+
+@pytest.mark.parametrize("content, expect", [
+    (None, "No such file"),
+    ("banana\nstop\n", "'stop' is a keyword"),
+    ("banana\nhello!\n", "'hello!' is not a word"),
+    ("# nothing\n\n", "no words"),
+    (b"\xff\xfe\x00banana", "not UTF-8"),
+])
+def test_bad_unknown_words_is_one_line(tmp_path, capsys, content, expect):
+    words = tmp_path / "words.txt"
+    if isinstance(content, bytes):
+        words.write_bytes(content)
+    elif content is not None:
+        words.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        kws.main([str(tmp_path / "x"), "--per-class", "3", "--engines", "espeak", "--unknown-words", str(words)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--unknown-words" in err and expect in err
+    assert not (tmp_path / "x").exists()

@@ -3,6 +3,7 @@
     python tools/make_kws_data.py OUT_DIR [--per-class N] [--seed S] [--jobs J]
                                   [--engines espeak,festival] [--unseen festival-hts,flite]
                                   [--unseen-per-class M] [--unknown-per-class U]
+                                  [--unknown-words base|wide|FILE]
                                   [--val-fraction F] [--test-fraction F]
                                   [--val-voices NAME ...] [--recordings DIR ...] [--force]
 
@@ -88,6 +89,39 @@ UNKNOWN_WORDS = (
     "yet", "yeah", "low", "so", "toe", "goal", "gold", "load", "light", "bright", "ride",
     "lift", "loft", "top", "stock", "step", "shop", "cup", "town", "dawn", "own", "hello",
 )  # fmt: skip
+# --unknown-words wide: UNKNOWN_WORDS and these, so that `_unknown_` is not a short list the model can
+# learn by heart. Everyday words, function words and more near misses; no keyword, no homophone of
+# one ("know", "write", "of") and no word that begins with a whole keyword ("going", "offer", "upper").
+WIDE_UNKNOWN_WORDS = (
+    "yell", "mess", "less", "guess", "dress", "chess", "snow", "nose", "note", "now", "new", "knee", "nod",
+    "pup", "hop", "cop", "jump", "gown", "brown", "crown", "doubt", "done", "loud", "laughed", "lest", "theft",
+    "leaf", "lit", "fight", "night", "kite", "white", "ripe", "rice", "rock", "in", "and", "odd", "cough",
+    "golf", "soft", "moth", "stomp", "drop", "spot", "stuck", "slow", "grow", "glow", "dough", "coat", "boat",
+    "show", "road",
+    "the", "but", "what", "when", "where", "why", "how", "this", "that", "with", "from", "have", "will",
+    "just", "like", "make", "take", "see", "look", "come", "think", "want", "give", "tell", "work", "call",
+    "find", "keep", "help", "play", "move", "live", "turn", "start", "hear", "sing", "read", "walk", "talk",
+    "sit", "stand", "open", "close", "wait", "hold", "bring", "send", "buy", "pay", "eat", "drink", "sleep",
+    "wash", "cook", "clean", "build", "break", "please", "thanks", "sorry", "maybe", "really", "never",
+    "always", "again", "today", "tomorrow", "tonight", "something", "okay",
+    "time", "year", "day", "week", "people", "family", "child", "world", "school", "city", "country",
+    "money", "morning", "evening", "weather", "coffee", "tea", "milk", "bread", "cheese", "butter", "sugar",
+    "salt", "pepper", "chicken", "fish", "soup", "pizza", "banana", "lemon", "tomato", "potato", "carrot",
+    "cookie", "kitchen", "bedroom", "door", "floor", "wall", "chair", "sofa", "lamp", "clock", "phone",
+    "computer", "keyboard", "mouse", "screen", "camera", "picture", "letter", "number", "minute", "hour",
+    "moment", "question", "answer", "problem", "story", "friend", "sister", "brother", "mother", "father",
+    "baby", "teacher", "student", "police", "farmer", "summer", "winter", "autumn", "birthday", "holiday",
+    "party", "ticket", "train", "bus", "car", "bicycle", "airplane", "engine", "rocket", "planet", "moon",
+    "star", "sun", "cloud", "rain", "wind", "storm", "island", "ocean", "beach", "mountain", "valley",
+    "flower", "grass", "rabbit", "turtle", "spider", "zebra", "lion", "horse", "sheep", "duck", "elephant",
+    "giraffe", "penguin", "dolphin", "butterfly", "basket", "button", "candle", "carpet", "castle", "circle",
+    "ladder", "magnet", "market", "mirror", "pillow", "pocket", "wallet", "violin", "guitar", "drum", "piano",
+    "blanket", "jacket", "shirt", "shoes", "hat", "glasses", "umbrella", "medicine", "hospital", "library",
+    "museum", "restaurant", "station", "airport", "bridge", "street", "garage", "big", "small", "hot", "cold",
+    "good", "bad", "fast", "sad", "early", "late", "easy", "heavy", "empty", "quiet", "noisy", "pretty",
+    "funny", "purple", "black", "pink", "silver", "ten", "eleven", "twelve", "twenty", "hundred", "thousand",
+)  # fmt: skip
+UNKNOWN_SETS = {"base": UNKNOWN_WORDS, "wide": tuple(dict.fromkeys(UNKNOWN_WORDS + WIDE_UNKNOWN_WORDS))}
 # espeak-ng's English accents (mbrola voices need the mbrola program: left out).
 VOICES = (
     "en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -616,11 +650,11 @@ def plan_recorded(recorded: dict, splits: dict, *, seed: int, copies: int) -> li
 
 
 def plan(keywords: list[str], speakers: list[Speaker], splits: dict, *, n: int, unseen_n: int, seed: int,
-         unknown_n: int):
+         unknown_n: int, unknown_words: tuple[str, ...] = UNKNOWN_WORDS):
     """Classes in TensorFlow Speech Commands order, and every clip to make: `n` per class from the
-    seen engines together (`unknown_n` for _unknown_), `unseen_n` per --unseen engine."""
+    seen engines together (`unknown_n` for _unknown_, saying `unknown_words`), `unseen_n` per --unseen engine."""
     classes = [SILENCE, UNKNOWN, *keywords]
-    words = {SILENCE: [None], UNKNOWN: list(UNKNOWN_WORDS)}
+    words = {SILENCE: [None], UNKNOWN: list(unknown_words)}
     engines = [e for e in ENGINES if e != "recorded" and any(s.engine == e for s in speakers)]
     seen = [e for e in engines if any(splits[s] != "test" for s in speakers if s.engine == e)]
     share = {e: ENGINE_SHARE[e] / sum(ENGINE_SHARE[x] for x in seen) for e in seen}
@@ -676,7 +710,8 @@ def make_clips(synth: Synth, clips: list[Clip], root: Path, *, jobs: int) -> Non
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def describe(classes: list[str], clips: list[Clip], splits: dict, *, command: str, versions: dict) -> str:
+def describe(classes: list[str], clips: list[Clip], splits: dict, *, command: str, versions: dict,
+             unknown_words: tuple[str, ...] = UNKNOWN_WORDS) -> str:
     """README.txt: how the set was made and what is in it."""
     lines = [
         "Synthetic keyword-spotting data set, made offline from several speech engines.",
@@ -688,7 +723,7 @@ def describe(classes: list[str], clips: list[Clip], splits: dict, *, command: st
         f" {'/'.join(augment.CHANNELS)} responses; peak {PEAK_DBFS} dBFS; SNR {SNR_DB} dB of"
         f" {'/'.join(augment.NOISE_SLOPES)} noise, hum; probabilities {P};"
         f" _silence_ at {SILENCE_DBFS} dBFS",
-        f"_unknown_ words: {' '.join(UNKNOWN_WORDS)}",
+        f"_unknown_ words ({len(unknown_words)}): {' '.join(unknown_words)}",
         f"clips: {len(clips)}: " + ", ".join(f"{sum(c.split == k for c in clips)} {k}" for k in ("train", "validation", "test")),
         "class engine train validation test",
     ]
@@ -787,9 +822,9 @@ def _build(args: argparse.Namespace, *, command: str) -> Path:
         splits.update(split_speakers(batch, names=mine(args.val_voices) or None, seed=args.seed + 7919 * i,
                                      test_names=mine(args.test_voices) or None, **split))
     classes, clips = plan(args.words, speakers, splits, n=args.per_class, unseen_n=args.unseen_per_class,
-                          seed=args.seed, unknown_n=args.unknown_per_class)
+                          seed=args.seed, unknown_n=args.unknown_per_class, unknown_words=args.unknown_words)
     clips += plan_recorded(recorded, splits, seed=args.seed, copies=args.recording_copies)
-    readme = describe(classes, clips, splits, command=command, versions=versions)
+    readme = describe(classes, clips, splits, command=command, versions=versions, unknown_words=args.unknown_words)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -813,6 +848,23 @@ def _engine_list(text: str) -> list[str]:
     return names
 
 
+def _unknown_words(text: str) -> tuple[str, ...]:
+    """--unknown-words: a named set, or a UTF-8 text file of words, one a line (# starts a comment)."""
+    if text in UNKNOWN_SETS:
+        return UNKNOWN_SETS[text]
+    expected = f"expected {' or '.join(UNKNOWN_SETS)}, or a text file of words, one a line"
+    try:
+        lines = Path(text).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}; {expected}") from None
+    words = [w for w in (line.split("#")[0].strip().lower() for line in lines) if w]
+    bad = [w for w in words if not re.fullmatch(r"[a-z][a-z' -]*", w)]
+    if bad or not words:
+        raise argparse.ArgumentTypeError(f"{text!r}: {'no words' if not words else f'{bad[0]!r} is not a word'}; {expected}"
+                                         " (English letters, apostrophes, hyphens and spaces)")
+    return tuple(dict.fromkeys(words))
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make_kws_data.py", description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -827,6 +879,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--unknown-per-class", type=int, metavar="U",
         help="_unknown_ clips from the --engines together (default: --per-class). More of them, each a word"
         " that is no keyword, teach the model what not to fire on")
+    add("--unknown-words", type=_unknown_words, default="base", metavar="SET|FILE",
+        help=f"what _unknown_ clips say: base ({len(UNKNOWN_WORDS)} words and near misses, the default), wide"
+        f" ({len(UNKNOWN_SETS['wide'])}: base and everyday words, more near misses) or a text file of words, one a line."
+        " festival-intl voices say their own list")
     add("--seed", type=int, default=0, help="same seed, same WAV files (default 0)")
     add("--jobs", type=int, default=2, metavar="J", help="parallel engine calls (default 2)")
     add("--val-voices", nargs="+", metavar="NAME",
@@ -856,6 +912,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             or not 0.0 <= args.test_fraction < 1.0 or args.val_fraction + args.test_fraction >= 1.0):
         parser.error("--per-class, --unknown-per-class, --jobs and --recording-copies must be at least 1, --val-fraction and --test-fraction in [0, 1) "
                      "with a sum under 1")
+    clash = [w for w in args.unknown_words if w in args.words]
+    if clash:
+        parser.error(f"--unknown-words: {clash[0]!r} is a keyword; expected words that are no keyword")
     args.unseen = [e for e in args.unseen]
     args.engines = [e for e in args.engines if e not in args.unseen]
     if not args.engines:
