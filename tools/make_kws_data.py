@@ -90,8 +90,9 @@ UNKNOWN_WORDS = (
     "lift", "loft", "top", "stock", "step", "shop", "cup", "town", "dawn", "own", "hello",
 )  # fmt: skip
 # --unknown-words wide: UNKNOWN_WORDS and these, so that `_unknown_` is not a short list the model can
-# learn by heart. Everyday words, function words and more near misses; no keyword, no homophone of
-# one ("know", "write", "of") and no word that begins with a whole keyword ("going", "offer", "upper").
+# learn by heart. Everyday words, function words and more near misses, which may differ from a keyword
+# by one sound ("nose", "town", "stomp"); no keyword, no homophone of one ("know", "write", "of") and
+# no keyword with an ending ("going", "offer", "upper").
 WIDE_UNKNOWN_WORDS = (
     "yell", "mess", "less", "guess", "dress", "chess", "snow", "nose", "note", "now", "new", "knee", "nod",
     "pup", "hop", "cop", "jump", "gown", "brown", "crown", "doubt", "done", "loud", "laughed", "lest", "theft",
