@@ -446,24 +446,35 @@ def _file_events_at_phases(samples, tmp, phases=range(0, 160, 10), after=1.0):
     return out
 
 
+def _is_subsequence(xs, ys):
+    it = iter(ys)
+    return all(x in it for x in xs)
+
+
 def test_spoken_keywords_into_the_microphone_fire_like_the_file(vmic, spoken, tmp_path):
     """The live path (capture, incremental front end, events) gives what the file gives at the
-    same framing phase. Whether every keyword fires is the model's business (the file test above
-    checks it at phase 0); the shipped model misses the last "go" at some phases."""
+    framing phases around the microphone's: every keyword that fires at every phase fires live,
+    on time, and nothing fires live that fires at no phase. Whether every keyword fires is the
+    model's business (the file test above checks it at phase 0): a keyword near the threshold
+    fires at some phases and not at others (the shipped model misses "down" or the last "go" at
+    some), so here one miss is allowed, and nothing out of order or unsaid."""
     path, samples, spans = spoken
     by_phase = _file_events_at_phases(samples, tmp_path)
+    said = [w for w, _, _ in spans if w in KEYWORDS]
+
+    def near(e, f, offset):
+        return e["event"] == f["event"] and abs(e["t"] - offset - f["t"]) <= 0.15
 
     def check():
         r, offset = listen_while_playing(vmic, path, KWS, "--events", "--duration", len(samples) / SR + 1.0)
         assert r.returncode == 0, r.stderr
         events = events_of(r.stdout)
         assert events, r.stderr
-
-        def same(f):
-            return ([e["event"] for e in events] == [e["event"] for e in f]
-                    and all(abs(m["t"] - offset - e["t"]) <= 0.15 for m, e in zip(events, f)))
-        assert any(same(f) for f in by_phase.values()), (events, offset, by_phase)
-        said = [w for w, _, _ in spans if w in KEYWORDS]
-        assert [e["event"] for e in events] == said[:len(events)]  # in order, nothing else (a miss at the end aside)
-        assert len(events) >= len(said) - 1, (events, said)
+        unseen = [e for e in events if not any(near(e, f, offset) for fs in by_phase.values() for f in fs)]
+        assert not unseen, (unseen, offset, by_phase)
+        every_phase = [f for f in by_phase[0] if all(any(near(f, g, 0.0) for g in fs) for fs in by_phase.values())]
+        missed = [f for f in every_phase if not any(near(e, f, offset) for e in events)]
+        assert not missed, (missed, events, offset)
+        words = [e["event"] for e in events]
+        assert _is_subsequence(words, said) and len(words) >= len(said) - 1, (words, said)
     _twice(check)
