@@ -352,9 +352,10 @@ def _bench_lookahead(ctx, model_path, lookaheads, chunk, steps, rounds, threads,
 
 from edgernn.cli.mic import devices  # noqa: E402  (the torch-free audio and streaming commands)
 from edgernn.cli.stream import stream  # noqa: E402
-from edgernn.cli.train import train  # noqa: E402
+from edgernn.cli.train import ensemble, train  # noqa: E402
 
 main.add_command(train)
+main.add_command(ensemble)
 main.add_command(stream)
 main.add_command(devices)
 from edgernn.cli.serve import serve  # noqa: E402

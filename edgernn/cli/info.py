@@ -93,7 +93,15 @@ def _describe_pt(path: Path) -> dict:
     params = sum(p.numel() for p in loaded.model.parameters())
     return {"file": str(path), "kind": loaded.kind, "spec": spec.to_dict(), "parameters": params,
             "labels": loaded.labels, "frontend": loaded.frontend, "metrics": loaded.metrics,
-            "task": loaded.extra.get("task")}
+            "task": loaded.extra.get("task"), "ensemble": loaded.extra.get("ensemble")}
+
+
+def ensemble_text(ens: dict | None) -> str:
+    """', an ensemble of 2 (gru 2x128 + gru 2x128, geometric mean)' or nothing."""
+    if not ens:
+        return ""
+    parts = " + ".join(f"{m['spec']['cell']} {m['spec']['layers']}x{m['spec']['hidden']}" for m in ens["members"])
+    return f", an ensemble of {len(ens['members'])} ({parts}; {ens.get('combine')} mean of posteriors)"
 
 
 def _describe_seq2seq(path: Path, pair) -> dict:
@@ -126,7 +134,8 @@ def render(d: dict) -> str:
     if d["kind"] != "onnx":
         s = d["spec"]
         lines.append(f"  model   {s['cell']} x{s['layers']} hidden {s['hidden']}"
-                     f"{' bidirectional' if s['bidirectional'] else ''}, {d['parameters']} parameters")
+                     f"{' bidirectional' if s['bidirectional'] else ''}, {d['parameters']} parameters"
+                     f"{ensemble_text(d.get('ensemble'))}")
         what = f"tokens (vocab {s['vocab']})" if s["vocab"] else f"{s['features']} features"
         lines.append(f"  input   {what}; output {s['outputs']} ({s['task']}, readout {s['readout']})")
         if d.get("metrics"):
@@ -150,7 +159,7 @@ def render(d: dict) -> str:
         mod = m["model"]
         lines.append(f"  model   {mod['cell']} x{mod['layers']} hidden {mod['hidden']}"
                      f"{' bidirectional' if mod['bidirectional'] else ''}, task {mod['task']}, "
-                     f"readout {m['output'].get('readout')}")
+                     f"readout {m['output'].get('readout')}{ensemble_text(m.get('ensemble'))}")
         if m["output"].get("labels"):
             lines.append(f"  labels  {', '.join(m['output']['labels'])}")
         if m.get("frontend"):

@@ -197,3 +197,21 @@ def _train_seq2seq(o, output, metrics_json):
         fileio.write_text(metrics_json, json.dumps(m, indent=2) + "\n")
     click.echo(f"seq2seq: validation {m['metric']} {m['value']:.4g} vs baseline {m['baseline']:.4g} "
                f"({m['seconds']:.0f}s) -> {output}")
+
+
+@click.command()
+@click.argument("members", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Ensemble checkpoint to write (.pt).")
+def ensemble(members, output):
+    """Combine classifier checkpoints into one that votes: y is the mean of their log-posteriors.
+
+    MEMBERS: two or more `edgernn train` checkpoints of classifiers with the same cell, hidden
+    size, features, labels and front end (layers may differ). `edgernn export` writes the result
+    as ONE file whose state h0 stacks the members' ([sum of layers, batch, hidden]).
+    """
+    from edgernn.train import ensemble as ensemble_mod
+
+    ckpt = ensemble_mod.combine(members, output)
+    layers = " + ".join(str(m["spec"]["layers"]) for m in ckpt["members"])
+    click.echo(f"wrote {output} (ensemble of {len(members)}: {ckpt['members'][0]['spec']['cell']} layers {layers}, "
+               f"hidden {ckpt['members'][0]['spec']['hidden']}; export it with `edgernn export {output}`)")

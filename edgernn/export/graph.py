@@ -147,6 +147,10 @@ def merge(g: Graph, parts: list[str], name: str) -> None:
 
 def build(model: RNNModel, meta: dict, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The ONNX model for `model`, with inputs x, h0[, c0] and outputs y, hn[, cn]."""
+    if hasattr(model, "members"):  # an ensemble (edgernn.train.ensemble): its members side by side
+        from edgernn.export import ensemble
+
+        return ensemble.build(model, meta, opset=opset)
     spec = model.spec
     g = Graph()
     x = input_nodes(g, model)
@@ -181,5 +185,7 @@ def metadata_for(loaded, *, opset: int) -> dict:
     export = {"exporter": EXPORTER, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
               "opset": opset, "source": loaded.kind}
     extra = {"tokens": loaded.extra["tokens"]} if loaded.extra.get("tokens") else {}
+    if loaded.extra.get("ensemble"):
+        extra["ensemble"] = loaded.extra["ensemble"]
     return meta_mod.build(model.spec, labels=loaded.labels, frontend=loaded.frontend, normalize=normalize,
                           export=export, metrics=loaded.metrics or None, **extra)

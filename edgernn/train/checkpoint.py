@@ -30,7 +30,7 @@ FORMAT = "edgernn-checkpoint/1"
 class Loaded:
     """A model rebuilt from a file, with what travels beside it into the ONNX metadata."""
 
-    model: RNNModel
+    model: RNNModel  # or an edgernn.train.ensemble.Ensemble, which has its interface
     kind: str  # "checkpoint" | "state_dict"
     labels: list | None = None
     frontend: dict | None = None
@@ -84,6 +84,10 @@ def load(path, *, unsafe: bool = False, nonlinearity: str | None = None, unsafe_
         obj = read(path, unsafe=unsafe, unsafe_hint=unsafe_hint)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_checkpoint(obj, path)
+    if isinstance(obj, dict) and obj.get("format") == "edgernn-ensemble/1":
+        from edgernn.train import ensemble
+
+        return ensemble.from_checkpoint(obj, path)
     if _is_state_dict(obj):
         return _from_state_dict(obj, path, nonlinearity)
     if isinstance(obj, torch.nn.Module):
