@@ -209,9 +209,9 @@ def ensemble(members, output):
     size, features, labels and front end (layers may differ). `edgernn export` writes the result
     as ONE file whose state h0 stacks the members' ([sum of layers, batch, hidden]).
     """
-    from edgernn.train import ensemble as ensemble_mod
+    from edgernn.train import checkpoint
 
-    ckpt = ensemble_mod.combine(members, output)
+    ckpt = checkpoint.save_ensemble(members, output)
     layers = " + ".join(str(m["spec"]["layers"]) for m in ckpt["members"])
     click.echo(f"wrote {output} (ensemble of {len(members)}: {ckpt['members'][0]['spec']['cell']} layers {layers}, "
                f"hidden {ckpt['members'][0]['spec']['hidden']}; export it with `edgernn export {output}`)")

@@ -147,10 +147,6 @@ def merge(g: Graph, parts: list[str], name: str) -> None:
 
 def build(model: RNNModel, meta: dict, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The ONNX model for `model`, with inputs x, h0[, c0] and outputs y, hn[, cn]."""
-    if hasattr(model, "members"):  # an ensemble (edgernn.train.ensemble): its members side by side
-        from edgernn.export import ensemble
-
-        return ensemble.build(model, meta, opset=opset)
     spec = model.spec
     g = Graph()
     x = input_nodes(g, model)

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgernn.core import fileio
 from edgernn.core.errors import InputError, ParityError
-from edgernn.export import companion, graph, parity, seq2seq
+from edgernn.export import companion, ensemble, graph, parity, seq2seq
 from edgernn.export import precision as prec
 from edgernn.export import usercode
 from edgernn.export.exported import Exported
@@ -66,7 +66,8 @@ def export_checkpoint(model_pt, output=None, *, opset: int = DEFAULT_OPSET, prec
         warnings.warn(f"{model_pt}: a plain RNN's state_dict does not say tanh or relu; assumed tanh: pass "
                       "--nonlinearity relu if it is, or --module FILE.py:NAME to read it from the model")
     meta = graph.metadata_for(loaded, opset=opset)
-    proto = graph.build(loaded.model, meta, opset=opset)
+    build = ensemble.build if hasattr(loaded.model, "members") else graph.build  # members side by side
+    proto = build(loaded.model, meta, opset=opset)
     report = parity.check(loaded.model, proto.SerializeToString(), progress=progress) if verify else None
     meta["export"]["parity"] = parity.summary(report) if report else None
     set_meta(proto, meta)

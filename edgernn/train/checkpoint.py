@@ -85,9 +85,7 @@ def load(path, *, unsafe: bool = False, nonlinearity: str | None = None, unsafe_
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_checkpoint(obj, path)
     if isinstance(obj, dict) and obj.get("format") == "edgernn-ensemble/1":
-        from edgernn.train import ensemble
-
-        return ensemble.from_checkpoint(obj, path)
+        return _from_ensemble(obj, path)
     if _is_state_dict(obj):
         return _from_state_dict(obj, path, nonlinearity)
     if isinstance(obj, torch.nn.Module):
@@ -217,3 +215,37 @@ def _from_state_dict(sd: dict, path, nonlinearity) -> Loaded:
         raise ModelFileError(f"{path}: state_dict lacks {bad[:4]}; expected all weights of a {spec.layers}-layer {spec.cell}")
     model.eval()
     return Loaded(model, "state_dict")
+
+
+def save_ensemble(paths, output) -> dict:
+    """Write one ensemble checkpoint of the checkpoints at `paths` (atomically); returns it."""
+    from edgernn.train import ensemble
+
+    paths = [str(p) for p in paths]
+    loaded = [load(p) for p in paths]
+    ensemble.check_members(loaded, paths)
+    members = []
+    for lo in loaded:
+        members.append({**lo.extra, "state_dict": {k: v.detach().cpu() for k, v in lo.model.state_dict().items()}})
+    ckpt = {"format": ensemble.FORMAT, "combine": ensemble.COMBINE, "members": members, "labels": list(loaded[0].labels),
+            "frontend": loaded[0].frontend, "task": loaded[0].extra.get("task"), "sources": paths}
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    fileio.write_bytes(output, buf.getvalue())
+    return ckpt
+
+
+def _from_ensemble(ckpt: dict, path) -> Loaded:
+    """The Loaded of an ensemble checkpoint: an Ensemble model, the members' labels and front end."""
+    from edgernn.train import ensemble
+
+    if ckpt.get("combine", ensemble.COMBINE) != ensemble.COMBINE or not isinstance(ckpt.get("members"), list):
+        raise ModelFileError(f"{path}: an ensemble checkpoint combining by {ckpt.get('combine')!r}; "
+                             f"expected members combined by {ensemble.COMBINE!r}: rebuild it with `edgernn ensemble`")
+    members = [load(f"{path} (member {k + 1})", obj=m) for k, m in enumerate(ckpt["members"])]
+    ensemble.check_members(members, [f"{path} member {k + 1}" for k in range(len(members))])
+    model = ensemble.Ensemble([m.model for m in members]).eval()
+    extra = {k: v for k, v in ckpt.items() if k != "members"}
+    extra["ensemble"] = ensemble.summary(ckpt)
+    return Loaded(model, "checkpoint", labels=ckpt.get("labels"), frontend=ckpt.get("frontend"),
+                             metrics={}, extra=extra)

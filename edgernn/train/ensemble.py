@@ -1,6 +1,6 @@
 """Ensembles: several classifiers of one shape that vote as one model, in one checkpoint.
 
-    ensemble.combine(["a.pt", "b.pt"], "kws.pt")   # what `edgernn ensemble a.pt b.pt -o kws.pt` does
+    checkpoint.save_ensemble(["a.pt", "b.pt"], "kws.pt")  # what `edgernn ensemble a.pt b.pt -o kws.pt` does
     loaded = checkpoint.load("kws.pt")             # loaded.model is an Ensemble: export/verify/info take it
 
 The members run side by side on the same frames; `y` is the mean of their log-posteriors (the
@@ -16,12 +16,10 @@ vocabulary), classes in the same order, front end and readout; layers and traini
 
 from __future__ import annotations
 
-import io
 
 import torch
 from torch import nn
 
-from edgernn.core import fileio
 from edgernn.core.errors import InputError
 from edgernn.core.spec import ModelSpec
 from edgernn.train.models import RNNModel
@@ -91,43 +89,7 @@ def check_members(loaded: list, names: list[str]) -> None:
                              "expected members trained on the same features")
 
 
-def combine(paths, output) -> dict:
-    """Write one ensemble checkpoint of the checkpoints at `paths` (atomically); returns it."""
-    from edgernn.train import checkpoint
-
-    paths = [str(p) for p in paths]
-    loaded = [checkpoint.load(p) for p in paths]
-    check_members(loaded, paths)
-    members = []
-    for lo in loaded:
-        members.append({**lo.extra, "state_dict": {k: v.detach().cpu() for k, v in lo.model.state_dict().items()}})
-    ckpt = {"format": FORMAT, "combine": COMBINE, "members": members, "labels": list(loaded[0].labels),
-            "frontend": loaded[0].frontend, "task": loaded[0].extra.get("task"), "sources": paths}
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    fileio.write_bytes(output, buf.getvalue())
-    return ckpt
-
-
 def summary(ckpt: dict) -> dict:
     """What the exported file's metadata says of the ensemble (`ensemble`)."""
     return {"combine": ckpt.get("combine", COMBINE),
             "members": [{"spec": m.get("spec"), "metrics": m.get("metrics") or None} for m in ckpt["members"]]}
-
-
-def from_checkpoint(ckpt: dict, path):
-    """The Loaded of an ensemble checkpoint: an Ensemble model, the members' labels and front end."""
-    from edgernn.core.errors import ModelFileError
-    from edgernn.train import checkpoint
-
-    if ckpt.get("combine", COMBINE) != COMBINE or not isinstance(ckpt.get("members"), list):
-        raise ModelFileError(f"{path}: an ensemble checkpoint combining by {ckpt.get('combine')!r}; "
-                             f"expected members combined by {COMBINE!r}: rebuild it with `edgernn ensemble`")
-    members = [checkpoint.load(f"{path} (member {k + 1})", obj=m) for k, m in enumerate(ckpt["members"])]
-    check_members(members, [f"{path} member {k + 1}" for k in range(len(members))])
-    model = Ensemble([m.model for m in members]).eval()
-    extra = {k: v for k, v in ckpt.items() if k != "members"}
-    extra["ensemble"] = summary(ckpt)
-    return checkpoint.Loaded(model, "checkpoint", labels=ckpt.get("labels"), frontend=ckpt.get("frontend"),
-                             metrics={}, extra=extra)
-
