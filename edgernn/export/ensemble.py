@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, compose, helper
+from onnx import compose, helper
 
 from edgernn.export import graph as graph_mod
 from edgernn.export.onnxmeta import DEFAULT_OPSET, make_model
@@ -42,13 +42,6 @@ def build(model, meta: dict, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     g.op("Mul", [total, g.const("ensemble.weight", np.array(1.0 / len(logps), np.float32))], ["y"])
     for _, o in state_pairs:
         g.op("Concat", [p + o for p in prefixes], [o], axis=0)
-    state_shape = [spec.layers, "batch", spec.hidden]
-    if spec.vocab:
-        x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])
-    else:
-        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", spec.features])
-    inputs = [x_info] + [helper.make_tensor_value_info(i, TensorProto.FLOAT, state_shape) for i, _ in state_pairs]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", spec.outputs])]
-    outputs += [helper.make_tensor_value_info(o, TensorProto.FLOAT, state_shape) for _, o in state_pairs]
+    inputs, outputs = graph_mod.io_infos(spec)
     return make_model(helper.make_graph(g.nodes, "edgernn-ensemble", inputs, outputs, initializer=g.inits), meta,
                       opset=opset)

@@ -155,8 +155,14 @@ def build(model: RNNModel, meta: dict, *, opset: int = DEFAULT_OPSET) -> onnx.Mo
     merge(g, hs, "hn")
     if cs:
         merge(g, cs, "cn")
-    nd = spec.layers * spec.directions
-    state_shape = [nd, "batch", spec.hidden]
+    inputs, outputs = io_infos(spec)
+    graph = helper.make_graph(g.nodes, "edgernn", inputs, outputs, initializer=g.inits)
+    return make_model(graph, meta, opset=opset)
+
+
+def io_infos(spec) -> tuple[list, list]:
+    """The contract's graph inputs (x, h0[, c0]) and outputs (y, hn[, cn]) for `spec`."""
+    state_shape = [spec.layers * spec.directions, "batch", spec.hidden]
     if spec.vocab:
         x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])
     else:
@@ -164,8 +170,7 @@ def build(model: RNNModel, meta: dict, *, opset: int = DEFAULT_OPSET) -> onnx.Mo
     inputs = [x_info] + [helper.make_tensor_value_info(i, TensorProto.FLOAT, state_shape) for i, _ in spec.state_names]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", spec.outputs])]
     outputs += [helper.make_tensor_value_info(o, TensorProto.FLOAT, state_shape) for _, o in spec.state_names]
-    graph = helper.make_graph(g.nodes, "edgernn", inputs, outputs, initializer=g.inits)
-    return make_model(graph, meta, opset=opset)
+    return inputs, outputs
 
 
 def metadata_for(loaded, *, opset: int) -> dict:

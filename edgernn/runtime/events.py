@@ -30,9 +30,10 @@ Defaults, measured with models/kws.onnx by `python tools/eval_events.py --model 
 events over the 480 other words and the pauses; the single model shipped before it (one of the
 ensemble's two members, before fine-tuning) gave 304 and 48, mostly "dog" -> down, "cat" -> stop,
 "wow" -> no, which the model itself believed. With 0.12 s pauses (`--gap 0.12`, near-continuous
-speech): 210 of 320 with 10 false. `--threshold 0.85`: 313 of 320, 42 false (307 and 62 before). With an earlier model, firing at the threshold crossing instead (`delay=0,
-endpoint=0`) gave two to three times the false events for about the same hits: the decision at the
-end of the word is what removes them.
+speech): 210 of 320 with 10 false. `--threshold 0.85`: 313 of 320, 42 false (307 and 62 before).
+With an earlier model, firing at the threshold crossing instead (`delay=0, endpoint=0`) gave two
+to three times the false events for about the same hits: the decision at the end of the word is
+what removes them.
 
 Timing: an event's `t` is the time it fired, in seconds from the start of the input: the end of
 the frame of the decision, (step + 1) * step_seconds. On those utterances it fell between

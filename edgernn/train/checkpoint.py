@@ -20,6 +20,7 @@ import torch
 
 from edgernn.core import fileio
 from edgernn.core.errors import InputError, ModelFileError
+from edgernn.train import ensemble
 from edgernn.train.models import RNNModel
 from edgernn.core.spec import ModelSpec
 
@@ -84,7 +85,7 @@ def load(path, *, unsafe: bool = False, nonlinearity: str | None = None, unsafe_
         obj = read(path, unsafe=unsafe, unsafe_hint=unsafe_hint)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_checkpoint(obj, path)
-    if isinstance(obj, dict) and obj.get("format") == "edgernn-ensemble/1":
+    if isinstance(obj, dict) and obj.get("format") == ensemble.FORMAT:
         return _from_ensemble(obj, path)
     if _is_state_dict(obj):
         return _from_state_dict(obj, path, nonlinearity)
@@ -219,8 +220,6 @@ def _from_state_dict(sd: dict, path, nonlinearity) -> Loaded:
 
 def save_ensemble(paths, output) -> dict:
     """Write one ensemble checkpoint of the checkpoints at `paths` (atomically); returns it."""
-    from edgernn.train import ensemble
-
     paths = [str(p) for p in paths]
     loaded = [load(p) for p in paths]
     ensemble.check_members(loaded, paths)
@@ -237,8 +236,6 @@ def save_ensemble(paths, output) -> dict:
 
 def _from_ensemble(ckpt: dict, path) -> Loaded:
     """The Loaded of an ensemble checkpoint: an Ensemble model, the members' labels and front end."""
-    from edgernn.train import ensemble
-
     if ckpt.get("combine", ensemble.COMBINE) != ensemble.COMBINE or not isinstance(ckpt.get("members"), list):
         raise ModelFileError(f"{path}: an ensemble checkpoint combining by {ckpt.get('combine')!r}; "
                              f"expected members combined by {ensemble.COMBINE!r}: rebuild it with `edgernn ensemble`")
@@ -248,4 +245,4 @@ def _from_ensemble(ckpt: dict, path) -> Loaded:
     extra = {k: v for k, v in ckpt.items() if k != "members"}
     extra["ensemble"] = ensemble.summary(ckpt)
     return Loaded(model, "checkpoint", labels=ckpt.get("labels"), frontend=ckpt.get("frontend"),
-                             metrics={}, extra=extra)
+                  metrics={}, extra=extra)

@@ -16,7 +16,6 @@ vocabulary), classes in the same order, front end and readout; layers and traini
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -50,7 +49,8 @@ class Ensemble(nn.Module):
         return tuple(torch.cat(parts, 0) for parts in zip(*(m.zero_state(batch) for m in self.members)))
 
     def forward(self, x: torch.Tensor, state=None, *, normalized: bool = False):
-        """x (N, L, F) -> y (N, L, classes): the members' mean log-posterior; the stacked state."""
+        """x (N, L, F) -> y (N, L, classes): the members' mean log-posterior; the stacked state.
+        `normalized` is RNNModel's flag, accepted for its interface: y has no output scaling."""
         state = self.zero_state(x.shape[0]) if state is None else state
         split = [torch.split(s, self.layer_counts, dim=0) for s in state]
         ys, states = [], []
